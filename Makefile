@@ -1,0 +1,70 @@
+# xcorrflow — `make help` lists the targets. Every target installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+XF     := $(BIN)/xcorrflow
+STACK  ?= native
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: help venv up down status clean-data topics test test-unit test-integration demo bench bench-kernel lint fmt clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create the project venv and install xcorrflow with its dev extras
+
+up: venv ## start Kafka (KRaft), the S3 server and Prometheus on 127.0.0.1 (STACK=compose for docker compose)
+	$(XF) stack up --stack $(STACK)
+
+down: venv ## stop exactly what `make up` started
+	$(XF) stack down --stack $(STACK)
+
+status: venv ## print each service's endpoint and health as JSON
+	$(XF) status --json
+
+clean-data: venv ## stop the stack and wipe its data (Kafka logs, objects, metrics)
+	$(XF) stack clean-data --stack $(STACK)
+
+topics: up ## create the pipeline's topics (idempotent)
+	$(XF) topics create
+
+test: venv ## run the whole suite against a real local stack (starts it)
+	$(XF) stack up --stack $(STACK)
+	eval "$$($(XF) stack env)" && $(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv ## run the unit tests only (no services)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: up ## run the integration tests against the running stack
+	eval "$$($(XF) stack env)" && $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: up ## end-to-end demo on the local stack
+	$(XF) demo
+
+bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process (writes bench/results/)
+	$(BIN)/python -m bench.pipeline
+
+bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
+	$(BIN)/python -m bench.kernel
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow
+
+fmt: venv ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove the venv and caches (keeps stack data; see clean-data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Commit broker: applies CAPIO-CL-style rules to file events and fires directory commits."""

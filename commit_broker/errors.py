@@ -1,0 +1,9 @@
+"""Errors raised by the commit_broker package; all derive from :class:`contracts.errors.XcorrflowError`."""
+
+from __future__ import annotations
+
+from contracts.errors import XcorrflowError
+
+
+class CommitBrokerError(XcorrflowError):
+    """Base class of commit_broker errors."""

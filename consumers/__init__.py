@@ -1,0 +1,1 @@
+"""Pair scheduler, correlators and stacker: stream station pairs as their files become ready."""

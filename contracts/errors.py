@@ -1,0 +1,25 @@
+"""Root of every exception xcorrflow raises on purpose.
+
+Each package has its own ``errors.py`` whose classes derive from :class:`XcorrflowError`, so a caller can catch
+everything the project raises deliberately without catching programming errors.
+"""
+
+from __future__ import annotations
+
+
+class XcorrflowError(Exception):
+    """Base class of all deliberate xcorrflow errors."""
+
+
+class ConfigError(XcorrflowError):
+    """The settings or a rules file are invalid."""
+
+
+class ServiceUnavailable(XcorrflowError):
+    """A required service (Kafka, S3, Prometheus) did not answer."""
+
+    def __init__(self, service: str, endpoint: str, reason: str) -> None:
+        super().__init__(f"{service} at {endpoint} is unavailable: {reason}")
+        self.service = service
+        self.endpoint = endpoint
+        self.reason = reason

@@ -1,0 +1,193 @@
+"""The one settings model of xcorrflow.
+
+Every service, CLI command and test reads its configuration from :class:`Settings`. Values come, in order of
+precedence, from keyword arguments, ``XCORRFLOW_*`` environment variables, an optional YAML file
+(``XCORRFLOW_CONFIG`` or ``--config``), and the defaults below. Nested models use ``__`` in environment
+variable names, e.g. ``XCORRFLOW_PROCESSING__CC_LEN_S=600``.
+
+Defaults describe the local stack that ``make up`` starts: every service on 127.0.0.1, on non-standard ports so
+that a developer's own Kafka (9092), S3 (9000) or Prometheus (9090) keeps working beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from dsp.params import ProcessingParams
+
+CONFIG_ENV = "XCORRFLOW_CONFIG"
+LOCAL_ACCESS_KEY = "xcorrflow"
+LOCAL_SECRET_KEY = "xcorrflow-local-secret"  # noqa: S105 - documented local-stack default, override via env
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names (DESIGN.md §1). A run may prefix them to isolate itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    raw: str = Field("xcorr.raw", description="RawFileArrived events, keyed by station id")
+    files: str = Field("xcorr.files", description="FileCommitted/DirectoryExpected/ProducerFinished, keyed by directory")
+    commits: str = Field("xcorr.commits", description="FileReady and DirectoryCommitted, keyed by directory")
+    pairs: str = Field("xcorr.pairs", description="PairTask batches, keyed by window/station-row")
+    results: str = Field("xcorr.results", description="PairCorrelated events, keyed by pair")
+    dlq: str = Field("xcorr.dlq", description="DeadLetter records with their reason and source offset")
+    broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
+    scheduler_state: str = Field(
+        "xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window"
+    )
+
+    def with_prefix(self, prefix: str) -> TopicNames:
+        """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics."""
+        if not prefix:
+            return self
+        return TopicNames(**{name: f"{prefix}.{value}" for name, value in self.model_dump().items()})
+
+    def compacted(self) -> set[str]:
+        """Names of the topics that hold state and are therefore log-compacted."""
+        return {self.broker_state, self.scheduler_state}
+
+
+class TopicPartitions(BaseModel):
+    """Partition counts per topic; parallelism of a consumer group is bounded by these."""
+
+    model_config = ConfigDict(frozen=True)
+
+    raw: int = Field(4, ge=1, description="partitions of the raw topic (max useful preprocess workers)")
+    files: int = Field(4, ge=1, description="partitions of the files topic")
+    commits: int = Field(4, ge=1, description="partitions of the commits topic")
+    pairs: int = Field(8, ge=1, description="partitions of the pairs topic (max useful correlators)")
+    results: int = Field(4, ge=1, description="partitions of the results topic")
+    dlq: int = Field(1, ge=1, description="partitions of the dead-letter topic")
+    state: int = Field(4, ge=1, description="partitions of each compacted state topic")
+
+
+class Settings(BaseSettings):
+    """Frozen configuration shared by every xcorrflow component."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="XCORRFLOW_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------------------------
+    kafka_host: str = Field("127.0.0.1", description="address the local Kafka binds to and advertises")
+    kafka_port: int = Field(19092, description="Kafka client (PLAINTEXT) port of the local stack")
+    kafka_controller_port: int = Field(19093, description="KRaft controller port of the local stack")
+    kafka_bootstrap: str | None = Field(
+        None, description="bootstrap servers; defaults to kafka_host:kafka_port (the local stack)"
+    )
+    kafka_heap: str = Field("768m", description="JVM heap (-Xmx) of the local Kafka broker")
+
+    # --- S3 ----------------------------------------------------------------------------------------------------
+    s3_host: str = Field("127.0.0.1", description="address the local S3 server binds to")
+    s3_port: int = Field(19000, description="S3 API port of the local stack")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint host:port; defaults to s3_host:s3_port")
+    s3_secure: bool = Field(False, description="use HTTPS for S3")
+    s3_access_key: SecretStr = Field(SecretStr(LOCAL_ACCESS_KEY), description="S3 access key id")
+    s3_secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), description="S3 secret access key")
+    s3_region: str = Field("us-east-1", description="S3 region (skips a GetBucketLocation round trip)")
+    s3_bucket: str = Field("xcorrflow", description="bucket holding raw/, prep/, ccf/, stacks/ and runs/")
+    s3_notifications: bool = Field(
+        False, description="make up: wire the S3 server's bucket notifications to the files topic"
+    )
+
+    # --- Prometheus and metrics ----------------------------------------------------------------------------------
+    prometheus_host: str = Field("127.0.0.1", description="address the local Prometheus binds to")
+    prometheus_port: int = Field(19090, description="Prometheus web/API port of the local stack")
+    grafana_port: int = Field(13000, description="Grafana port (docker compose stack only)")
+    metrics_port: int = Field(0, ge=0, description="port of a worker's /metrics; 0 picks a free port")
+
+    # --- Topics ------------------------------------------------------------------------------------------------
+    topics: TopicNames = Field(default_factory=TopicNames, description="topic names")
+    partitions: TopicPartitions = Field(default_factory=TopicPartitions, description="partition counts")
+
+    # --- Local state -------------------------------------------------------------------------------------------
+    home: Path = Field(
+        Path(".stack"), description="local stack state: data, logs, pid files, service-discovery targets"
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "xcorrflow",
+        description="downloaded and built artefacts (Kafka jars, S3 server binary), reused across checkouts",
+    )
+
+    # --- Science -----------------------------------------------------------------------------------------------
+    processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Kwargs beat env vars, env vars beat the YAML file named by ``XCORRFLOW_CONFIG``."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = os.environ.get(CONFIG_ENV)
+        if yaml_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    # --- Derived values ----------------------------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        """Kafka bootstrap servers clients connect to."""
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def s3_address(self) -> str:
+        """S3 endpoint as host:port, the form the minio client takes."""
+        return self.s3_endpoint or f"{self.s3_host}:{self.s3_port}"
+
+    @property
+    def s3_url(self) -> str:
+        """S3 endpoint as a URL."""
+        return f"{'https' if self.s3_secure else 'http'}://{self.s3_address}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Base URL of Prometheus."""
+        return f"http://{self.prometheus_host}:{self.prometheus_port}"
+
+    def public_dump(self) -> dict[str, Any]:
+        """Settings as JSON-able data with every secret masked, for reports and ``config show``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load settings from the environment, an optional YAML file and explicit overrides.
+
+    Args:
+        config_file: a YAML file; takes the place of ``XCORRFLOW_CONFIG`` when given.
+        **overrides: field values that win over every other source.
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        pydantic.ValidationError: a value is malformed or a key is unknown.
+    """
+    if config_file is None:
+        return Settings(**overrides)
+    previous = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = str(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = previous

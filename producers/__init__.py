@@ -1,0 +1,1 @@
+"""Preprocessing workers: raw MiniSEED in, per-station products to the object store, FileCommitted out."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``xcorrflow`` CLI. Each module defines ``register(subparsers)``; cli.py discovers them."""
