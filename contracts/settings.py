@@ -26,8 +26,9 @@ from pydantic_settings import (
 from dsp.params import ProcessingParams
 
 CONFIG_ENV = "XCORRFLOW_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_ACCESS_KEY = "xcorrflow"
-LOCAL_SECRET_KEY = "xcorrflow-local-secret"  # noqa: S105 - documented local-stack default, override via env
+LOCAL_SECRET_KEY = "xcorrflow-local-secret"
 
 
 class TopicNames(BaseModel):
@@ -36,15 +37,18 @@ class TopicNames(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     raw: str = Field("xcorr.raw", description="RawFileArrived events, keyed by station id")
-    files: str = Field("xcorr.files", description="FileCommitted/DirectoryExpected/ProducerFinished, keyed by directory")
+    files: str = Field(
+        "xcorr.files", description="FileCommitted/DirectoryExpected/ProducerFinished, keyed by directory"
+    )
     commits: str = Field("xcorr.commits", description="FileReady and DirectoryCommitted, keyed by directory")
     pairs: str = Field("xcorr.pairs", description="PairTask batches, keyed by window/station-row")
     results: str = Field("xcorr.results", description="PairCorrelated events, keyed by pair")
     dlq: str = Field("xcorr.dlq", description="DeadLetter records with their reason and source offset")
-    broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
-    scheduler_state: str = Field(
-        "xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window"
+    s3_events: str = Field(
+        "xcorr.s3events", description="S3 bucket notifications (Records[] JSON) sent by the S3 server"
     )
+    broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
+    scheduler_state: str = Field("xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window")
 
     def with_prefix(self, prefix: str) -> TopicNames:
         """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics."""
@@ -88,6 +92,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="bootstrap servers; defaults to kafka_host:kafka_port (the local stack)"
     )
+    kafka_replication: int = Field(1, ge=1, description="replication factor of created topics (1 on one node)")
     kafka_heap: str = Field("768m", description="JVM heap (-Xmx) of the local Kafka broker")
 
     # --- S3 ----------------------------------------------------------------------------------------------------
@@ -100,7 +105,7 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region (skips a GetBucketLocation round trip)")
     s3_bucket: str = Field("xcorrflow", description="bucket holding raw/, prep/, ccf/, stacks/ and runs/")
     s3_notifications: bool = Field(
-        False, description="make up: wire the S3 server's bucket notifications to the files topic"
+        True, description="make up: wire the S3 server's bucket notifications to the files topic"
     )
 
     # --- Prometheus and metrics ----------------------------------------------------------------------------------
@@ -115,7 +120,8 @@ class Settings(BaseSettings):
 
     # --- Local state -------------------------------------------------------------------------------------------
     home: Path = Field(
-        Path(".stack"), description="local stack state: data, logs, pid files, service-discovery targets"
+        REPO_ROOT / ".stack",
+        description="local stack state: data, logs, pid files, service-discovery targets",
     )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "xcorrflow",
@@ -161,6 +167,11 @@ class Settings(BaseSettings):
     def prometheus_url(self) -> str:
         """Base URL of Prometheus."""
         return f"http://{self.prometheus_host}:{self.prometheus_port}"
+
+    @property
+    def targets_dir(self) -> Path:
+        """Prometheus file-based discovery directory; every worker registers itself there."""
+        return self.home / "prometheus" / "targets"
 
     def public_dump(self) -> dict[str, Any]:
         """Settings as JSON-able data with every secret masked, for reports and ``config show``."""

@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xcorrflow {__version__}")
     parser.add_argument(
-        "--config", metavar="FILE", help="YAML settings file (env: XCORRFLOW_CONFIG); env vars XCORRFLOW_* win"
+        "--config",
+        metavar="FILE",
+        help="YAML settings file (env: XCORRFLOW_CONFIG); env vars XCORRFLOW_* win",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
