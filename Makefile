@@ -40,7 +40,9 @@ topics: up ## create the pipeline's topics (idempotent)
 
 test: venv ## run the whole suite against a real local stack (starts it)
 	$(XF) stack up --stack $(STACK)
-	eval "$$($(XF) stack env)" && $(BIN)/pytest $(PYTEST_ARGS)
+	@eval "$$($(XF) stack env)"; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ -n "$$PYTEST_RC_FILE" ]; then echo $$rc > "$$PYTEST_RC_FILE"; fi; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 test-unit: venv ## run the unit tests only (no services)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

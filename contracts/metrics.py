@@ -65,9 +65,10 @@ class MetricsEndpoint:
         self._closed.set()
         if self.target_file is not None:
             self.target_file.unlink(missing_ok=True)
-        shutdown = getattr(self._server, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        for method in ("shutdown", "server_close"):  # stop the serve loop, then release the port
+            call = getattr(self._server, method, None)
+            if call is not None:
+                call()
 
 
 def serve_metrics(
