@@ -7,3 +7,11 @@ from contracts.errors import XcorrflowError
 
 class CommitBrokerError(XcorrflowError):
     """Base class of commit_broker errors."""
+
+
+class RulesError(CommitBrokerError):
+    """The rules file is unreadable or invalid."""
+
+
+class StateError(CommitBrokerError):
+    """The broker's persisted state cannot be restored."""

@@ -14,10 +14,18 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 
 # Latency buckets from a few ms (an in-memory hop) up to ten minutes (a barrier run waiting for all stations).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+# Series every service shares; each package defines its own stage-specific ones next to its code.
+EVENTS_IN = Counter("xcorrflow_events_in", "events consumed", ["service", "type"])
+EVENTS_OUT = Counter("xcorrflow_events_out", "events produced", ["service", "type"])
+DEAD_LETTERS = Counter("xcorrflow_dead_letters", "records sent to the dead-letter topic", ["service", "reason"])
+KAFKA_ERRORS = Counter("xcorrflow_kafka_errors", "Kafka client errors reported by librdkafka", ["service"])
+S3_ERRORS = Counter("xcorrflow_s3_errors", "object-store operations that failed", ["service", "op"])
+CONSUMER_LAG = Gauge("xcorrflow_consumer_lag", "messages behind the end of the log", ["group", "topic", "service"])
 
 
 def write_target(targets_dir: Path, name: str, address: str, labels: dict[str, str] | None = None) -> Path:

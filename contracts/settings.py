@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), description="S3 secret access key")
     s3_region: str = Field("us-east-1", description="S3 region (skips a GetBucketLocation round trip)")
     s3_bucket: str = Field("xcorrflow", description="bucket holding raw/, prep/, ccf/, stacks/ and runs/")
+    namespace: str = Field(
+        "", description="key prefix under which this deployment's raw/, prep/, ccf/ and stacks/ live ('' = root)"
+    )
     s3_notifications: bool = Field(
         True, description="make up: wire the S3 server's bucket notifications to the files topic"
     )
