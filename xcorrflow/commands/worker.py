@@ -1,0 +1,69 @@
+"""``xcorrflow worker <service>``: run one pipeline service on its own, scaled by starting more of them.
+
+Every worker reads endpoints, topics and parameters from the settings (``XCORRFLOW_*`` or ``--config``), so an
+operator can run each stage on other machines against the same Kafka and S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from contracts.settings import Settings, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``worker`` command and one sub-command per service."""
+    parser = subparsers.add_parser("worker", help="run one pipeline service (broker, preprocess, ...)")
+    services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    broker = services.add_parser("broker", help="commit broker: rules → FileReady / DirectoryCommitted")
+    broker.add_argument(
+        "--rules",
+        default=os.environ.get("XCORRFLOW_RULES"),
+        help="rules file (env: XCORRFLOW_RULES; default: built-in)",
+    )
+    broker.add_argument("--no-reconcile", action="store_true", help="do not list the store for lost notifications")
+    broker.add_argument("--reconcile-interval", type=float, default=30.0, help="seconds between listings")
+    for sub in (broker,):
+        _common(sub)
+    broker.set_defaults(func=run_broker)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--topic-prefix",
+        default=os.environ.get("XCORRFLOW_TOPIC_PREFIX", ""),
+        help="use the topics under '<prefix>.' (env: XCORRFLOW_TOPIC_PREFIX)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=None,
+        help="key prefix of this deployment's objects (env: XCORRFLOW_NAMESPACE; default: bucket root)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"namespace": args.namespace} if args.namespace is not None else {}
+    return load_settings(**overrides)
+
+
+def run_broker(args: argparse.Namespace) -> int:
+    """Run the commit broker."""
+    from commit_broker.rules import DEFAULT_RULES, RuleSet
+    from commit_broker.service import BrokerOptions, CommitBroker
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    rules = (
+        RuleSet.load(args.rules, settings.namespace) if args.rules else RuleSet.parse(DEFAULT_RULES, settings.namespace)
+    )
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    lister = None
+    if not args.no_reconcile:
+        from storage import open_store
+
+        store = open_store(settings)
+        lister = lambda prefix: ((o.key, o.size) for o in store.list(prefix))  # noqa: E731
+    options = BrokerOptions(reconcile_interval=args.reconcile_interval, notifications=settings.s3_notifications)
+    broker = CommitBroker(settings, rules, topics, lister=lister, options=options)
+    return run_service("broker", broker, settings, {"files_topic": topics.files})
