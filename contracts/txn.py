@@ -12,11 +12,12 @@ Readers use ``isolation.level=read_committed`` and never see a step that did not
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -142,9 +143,9 @@ class TransactionalLoop(ABC):
             while not self._stop.is_set():
                 batch = self.consumer.consume(self.batch_size, self.poll_timeout)
                 if batch:
-                    self.transact(lambda: self._handle_batch(batch), with_offsets=True)
+                    self.transact(functools.partial(self._handle_batch, batch), with_offsets=True)
                 if time.monotonic() >= next_tick:
-                    self.transact(lambda: self.tick(time.time()), with_offsets=False)
+                    self.transact(functools.partial(self.tick, time.time()), with_offsets=False)
                     next_tick = time.monotonic() + self.tick_interval
         finally:
             self.consumer.close()
@@ -159,7 +160,7 @@ class TransactionalLoop(ABC):
             out.extend(self.handle(msg))
         return out
 
-    def transact(self, step: object, *, with_offsets: bool) -> bool:
+    def transact(self, step: Callable[[], Output], *, with_offsets: bool) -> bool:
         """Run ``step()`` and publish its output, state and (optionally) offsets atomically.
 
         Returns:
@@ -168,7 +169,7 @@ class TransactionalLoop(ABC):
         t0 = time.monotonic()
         self.producer.begin_transaction()
         try:
-            out: Output = step()  # type: ignore[operator]
+            out = step()
             if not out and not with_offsets:
                 self.producer.abort_transaction(30)  # nothing to say: an empty transaction is pure overhead
                 return True
