@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from commit_broker.errors import RulesError
+from contracts.settings import namespace_prefix
 
 CommitKind = Literal["n_files", "on_close", "on_termination", "on_file"]
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -196,12 +197,6 @@ class RuleSet:
     def on_file_directories(self) -> list[tuple[str, Rule]]:
         """Concrete directories of on_file rules (they exist before any file of theirs does)."""
         return [(r.match, r) for r in self.rules if r.commit == "on_file"]
-
-
-def namespace_prefix(namespace: str) -> str:
-    """'' or the namespace with exactly one trailing '/'."""
-    ns = namespace.strip("/")
-    return f"{ns}/" if ns else ""
 
 
 DEFAULT_RULES = """\

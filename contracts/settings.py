@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         return f"http://{self.prometheus_host}:{self.prometheus_port}"
 
     @property
+    def key_prefix(self) -> str:
+        """The namespace as an object-key prefix: '' or the namespace with one trailing '/'."""
+        return namespace_prefix(self.namespace)
+
+    @property
     def targets_dir(self) -> Path:
         """Prometheus file-based discovery directory; every worker registers itself there."""
         return self.home / "prometheus" / "targets"
@@ -179,6 +184,12 @@ class Settings(BaseSettings):
     def public_dump(self) -> dict[str, Any]:
         """Settings as JSON-able data with every secret masked, for reports and ``config show``."""
         return self.model_dump(mode="json")
+
+
+def namespace_prefix(namespace: str) -> str:
+    """'' or ``namespace`` with exactly one trailing '/' (and none leading)."""
+    ns = namespace.strip("/")
+    return f"{ns}/" if ns else ""
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

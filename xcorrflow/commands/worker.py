@@ -24,9 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     broker.add_argument("--no-reconcile", action="store_true", help="do not list the store for lost notifications")
     broker.add_argument("--reconcile-interval", type=float, default=30.0, help="seconds between listings")
-    for sub in (broker,):
+    schedule = services.add_parser("schedule", help="pair scheduler: ready files → pair tasks")
+    schedule.add_argument(
+        "--mode",
+        choices=["streaming", "cnf", "barrier"],
+        default=os.environ.get("XCORRFLOW_MODE", "streaming"),
+        help="when pairs are released (env: XCORRFLOW_MODE; default streaming)",
+    )
+    schedule.add_argument("--windows", type=int, default=None, help="windows of the run (barrier mode)")
+    for sub in (broker, schedule):
         _common(sub)
     broker.set_defaults(func=run_broker)
+    schedule.set_defaults(func=run_scheduler)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,3 +76,14 @@ def run_broker(args: argparse.Namespace) -> int:
     options = BrokerOptions(reconcile_interval=args.reconcile_interval, notifications=settings.s3_notifications)
     broker = CommitBroker(settings, rules, topics, lister=lister, options=options)
     return run_service("broker", broker, settings, {"files_topic": topics.files})
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    """Run the pair scheduler."""
+    from consumers.scheduler import PairScheduler
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    scheduler = PairScheduler(settings, topics, args.mode, windows_expected=args.windows)
+    return run_service("scheduler", scheduler, settings, {"mode": args.mode})
