@@ -1,0 +1,273 @@
+"""Object keys: validation, safe joining, and the storage layout of DESIGN.md §5 (a contract).
+
+Why so strict: keys become S3 object names *and* file paths (the local store, versitygw's posix backend). A
+key must never be able to leave its prefix, whatever a file name, a SEED id or a window id contains. So a key
+is ``/``-separated segments, each drawn from a conservative charset, and nothing else:
+
+- no empty key, no leading ``/`` (absolute), no empty segment (``a//b``), no trailing ``/``;
+- no segment starting with ``.``: that rules out ``.`` and ``..`` and keeps hidden names free for a store's
+  own bookkeeping (temporary files, metadata side-cars), which therefore can never collide with an object;
+- segments use only ``[A-Za-z0-9._-]`` (so no backslash, control character, space or non-ASCII byte; no ``+``
+  either, which S3 event notifications and some tools decode as a space);
+- at most 255 bytes per segment (the file-system name limit) and 1024 bytes per key (the S3 limit).
+
+The layout helpers take SEED ids and window ids as strings and validate them with strict regexes, so a key
+derived from them is correct by construction.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from storage.errors import InvalidKey
+
+MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+# NET.STA.LOC.CHA, LOC may be empty. Up to 8 characters per part (FDSN source identifiers allow that much).
+_SEED_PART = r"[A-Za-z0-9_-]"
+_SEED_ID = re.compile(rf"{_SEED_PART}{{1,8}}\.{_SEED_PART}{{1,8}}\.{_SEED_PART}{{0,8}}\.{_SEED_PART}{{1,8}}")
+_WINDOW_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # not \d: it matches non-ASCII digits too
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+PAIR_SEPARATOR = "__"
+
+RAW_PREFIX = "raw/"
+PREP_PREFIX = "prep/"
+CCF_PREFIX = "ccf/"
+STACKS_PREFIX = "stacks/"
+RUNS_PREFIX = "runs/"
+
+
+def validate_segment(segment: str, *, key: str | None = None) -> str:
+    """Check one path segment (no ``/``) against the key rules.
+
+    Args:
+        segment: the segment to check.
+        key: the whole key, only to make the error message useful.
+
+    Returns:
+        The segment, unchanged.
+
+    Raises:
+        InvalidKey: the segment is empty, hidden (starts with ``.``), too long, or has a forbidden character.
+    """
+    shown = segment if key is None else key
+    if not segment:
+        raise InvalidKey(shown, "empty path segment")
+    if segment.startswith("."):
+        raise InvalidKey(
+            shown, f"segment {segment!r} starts with '.' ('.', '..' and hidden names are reserved)"
+        )
+    if not _SEGMENT.fullmatch(segment):
+        raise InvalidKey(shown, f"segment {segment!r} has a character outside [A-Za-z0-9._-]")
+    if len(segment.encode()) > MAX_SEGMENT_BYTES:
+        raise InvalidKey(shown, f"segment longer than {MAX_SEGMENT_BYTES} bytes")
+    return segment
+
+
+def validate_key(key: str) -> str:
+    """Check an object key.
+
+    Args:
+        key: e.g. ``"prep/20240101T000000Z/XX.STA..HHZ.npz"``.
+
+    Returns:
+        The key, unchanged (valid keys are already canonical).
+
+    Raises:
+        InvalidKey: the key breaks a rule in the module docstring.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(repr(key), "a key must be a str")
+    if not key:
+        raise InvalidKey(key, "empty key")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(key[:64] + "...", f"longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise InvalidKey(key, "absolute keys are not allowed")
+    for segment in key.split("/"):
+        validate_segment(segment, key=key)
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a directory prefix and return it in canonical form.
+
+    A prefix is a directory: ``"prep/a"`` and ``"prep/a/"`` both mean the keys under ``prep/a/``, never
+    ``prep/ab``. The empty prefix means the whole store.
+
+    Args:
+        prefix: ``""`` or a key-like path with an optional trailing ``/``.
+
+    Returns:
+        ``""`` or the prefix ending in exactly one ``/``.
+
+    Raises:
+        InvalidKey: the prefix (without its trailing ``/``) is not a valid key.
+    """
+    if prefix == "":
+        return ""
+    stripped = prefix[:-1] if prefix.endswith("/") else prefix
+    validate_key(stripped)
+    if len(prefix.encode()) >= MAX_KEY_BYTES:
+        raise InvalidKey(prefix, "prefix leaves no room for an object name")
+    return stripped + "/"
+
+
+def join(prefix: str, *parts: str) -> str:
+    """Build a key from a directory prefix and single segments, validating every piece.
+
+    Each part must be one segment: a ``/`` inside a part is rejected, so a file name cannot add directories.
+
+    Args:
+        prefix: a directory prefix (``""``, ``"prep"`` or ``"prep/"`` ...).
+        *parts: one or more segments.
+
+    Returns:
+        The validated key.
+
+    Raises:
+        InvalidKey: the prefix or any part is invalid, or no part is given.
+    """
+    if not parts:
+        raise InvalidKey(prefix, "join needs at least one part after the prefix")
+    for part in parts:
+        if not isinstance(part, str) or "/" in part:
+            raise InvalidKey(str(part), "a part must be a single path segment without '/'")
+        validate_segment(part)
+    return validate_key(validate_prefix(prefix) + "/".join(parts))
+
+
+# --- identifiers --------------------------------------------------------------------------------------------
+
+
+def validate_seed_id(seed_id: str) -> str:
+    """Check a SEED id ``NET.STA.LOC.CHA`` (LOC may be empty).
+
+    Besides the charset, an id may not start or end with ``_`` nor contain ``__``, so that a pair name
+    ``A__B`` always splits one way.
+
+    Args:
+        seed_id: e.g. ``"YA.UV05..HHZ"``.
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        InvalidKey: the id is malformed.
+    """
+    if not isinstance(seed_id, str) or not _SEED_ID.fullmatch(seed_id):
+        raise InvalidKey(str(seed_id), "not a SEED id NET.STA.LOC.CHA with [A-Za-z0-9_-] parts")
+    if PAIR_SEPARATOR in seed_id or seed_id.startswith("_") or seed_id.endswith("_"):
+        raise InvalidKey(
+            seed_id, "a SEED id may not contain '__' or start/end with '_' (pair names use '__')"
+        )
+    return seed_id
+
+
+def validate_window_id(window_id: str) -> str:
+    """Check a window id ``YYYYMMDDTHHMMSSZ`` that is also a real UTC instant.
+
+    Args:
+        window_id: e.g. ``"20100901T000000Z"``.
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        InvalidKey: wrong shape or impossible date/time.
+    """
+    if not isinstance(window_id, str) or not _WINDOW_ID.fullmatch(window_id):
+        raise InvalidKey(str(window_id), "not a window id YYYYMMDDTHHMMSSZ")
+    try:
+        datetime.strptime(window_id, "%Y%m%dT%H%M%SZ")
+    except ValueError as exc:
+        raise InvalidKey(window_id, f"not a real date/time: {exc}") from exc
+    return window_id
+
+
+def validate_extension(ext: str) -> str:
+    """Check a file extension (without the dot): 1-16 ASCII letters or digits.
+
+    Raises:
+        InvalidKey: the extension is malformed.
+    """
+    if not isinstance(ext, str) or not _EXTENSION.fullmatch(ext):
+        raise InvalidKey(str(ext), "an extension is 1-16 ASCII letters or digits, without the dot")
+    return ext
+
+
+def validate_run_id(run_id: str) -> str:
+    """Check a run id: starts with a letter or digit, then up to 127 of ``[A-Za-z0-9_.-]``.
+
+    Raises:
+        InvalidKey: the run id is malformed.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise InvalidKey(str(run_id), "a run id is [A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+    return run_id
+
+
+def pair_name(a: str, b: str) -> str:
+    """Name a station pair ``A__B``; requires A < B in string order (the science contract's pair order).
+
+    Raises:
+        InvalidKey: an id is invalid, or A >= B.
+    """
+    validate_seed_id(a)
+    validate_seed_id(b)
+    if not a < b:
+        raise InvalidKey(f"{a}{PAIR_SEPARATOR}{b}", "a pair needs A < B in string order")
+    return f"{a}{PAIR_SEPARATOR}{b}"
+
+
+def parse_pair(name: str) -> tuple[str, str]:
+    """Split a pair name ``A__B`` into its validated, ordered SEED ids.
+
+    Raises:
+        InvalidKey: the name is not a valid ordered pair.
+    """
+    a, sep, b = name.partition(PAIR_SEPARATOR)
+    if not sep:
+        raise InvalidKey(name, "a pair name is A__B")
+    pair_name(a, b)
+    return a, b
+
+
+# --- layout (DESIGN.md §5) ----------------------------------------------------------------------------------
+
+
+def raw_key(window_id: str, seed_id: str) -> str:
+    """``raw/<window>/<NET.STA.LOC.CHA>.mseed``: raw input ingested into the store."""
+    return join(RAW_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.mseed")
+
+
+def prep_key(window_id: str, seed_id: str, ext: str) -> str:
+    """``prep/<window>/<NET.STA.LOC.CHA>.<ext>``: one station's preprocessed product for one window."""
+    return join(
+        PREP_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.{validate_extension(ext)}"
+    )
+
+
+def ccf_key(window_id: str, a: str, b: str, ext: str) -> str:
+    """``ccf/<window>/<A>__<B>.<ext>``: one pair's correlation for one window (A < B)."""
+    return join(CCF_PREFIX, validate_window_id(window_id), f"{pair_name(a, b)}.{validate_extension(ext)}")
+
+
+def stack_key(a: str, b: str) -> str:
+    """``stacks/<A>__<B>.sac``: one pair's stack over all windows (A < B)."""
+    return join(STACKS_PREFIX, f"{pair_name(a, b)}.sac")
+
+
+def window_prefix(stage_prefix: str, window_id: str) -> str:
+    """The directory of one window under a stage, e.g. ``window_prefix(PREP_PREFIX, w) == "prep/<w>/"``."""
+    return validate_prefix(stage_prefix + validate_window_id(window_id))
+
+
+def run_key(run_id: str, *parts: str) -> str:
+    """``runs/<run-id>/<part>/...``: what ran, with what settings (``report.json``, ``config.yaml``)."""
+    return join(RUNS_PREFIX + validate_run_id(run_id), *parts)
