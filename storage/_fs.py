@@ -28,9 +28,7 @@ class DirectoryVanished(Exception):
 
 def vanished_error(operation: str, key: str) -> StorageBackendError:
     """The error for a directory that kept vanishing through every attempt."""
-    return StorageBackendError(
-        operation, key, "ENOENT", "its directory kept vanishing under concurrent deletes"
-    )
+    return StorageBackendError(operation, key, "ENOENT", "its directory kept vanishing under concurrent deletes")
 
 
 @contextlib.contextmanager

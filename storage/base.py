@@ -288,18 +288,14 @@ def check_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
         if not isinstance(name, str) or not _META_KEY.fullmatch(name):
             raise InvalidMetadata(f"metadata key {name!r} must match [a-z0-9][a-z0-9-]* (S3 lowercases keys)")
         if not isinstance(value, str) or not _META_VALUE.fullmatch(value):
-            raise InvalidMetadata(
-                f"metadata value of {name!r} must be printable ASCII without leading/trailing spaces"
-            )
+            raise InvalidMetadata(f"metadata value of {name!r} must be printable ASCII without leading/trailing spaces")
         total += len(name) + len(value)
     if total > MAX_METADATA_BYTES:
         raise InvalidMetadata(f"metadata totals {total} bytes; the portable limit is {MAX_METADATA_BYTES}")
     return MappingProxyType(dict(metadata))
 
 
-def write_file_atomically(
-    path: str | os.PathLike[str], chunks: Iterator[bytes] | builtins.list[bytes]
-) -> None:
+def write_file_atomically(path: str | os.PathLike[str], chunks: Iterator[bytes] | builtins.list[bytes]) -> None:
     """Write chunks to ``path`` via a temporary sibling and ``os.replace``: readers never see half a file.
 
     Raises:

@@ -59,9 +59,7 @@ def validate_segment(segment: str, *, key: str | None = None) -> str:
     if not segment:
         raise InvalidKey(shown, "empty path segment")
     if segment.startswith("."):
-        raise InvalidKey(
-            shown, f"segment {segment!r} starts with '.' ('.', '..' and hidden names are reserved)"
-        )
+        raise InvalidKey(shown, f"segment {segment!r} starts with '.' ('.', '..' and hidden names are reserved)")
     if not _SEGMENT.fullmatch(segment):
         raise InvalidKey(shown, f"segment {segment!r} has a character outside [A-Za-z0-9._-]")
     if len(segment.encode()) > MAX_SEGMENT_BYTES:
@@ -163,9 +161,7 @@ def validate_seed_id(seed_id: str) -> str:
     if not isinstance(seed_id, str) or not _SEED_ID.fullmatch(seed_id):
         raise InvalidKey(str(seed_id), "not a SEED id NET.STA.LOC.CHA with [A-Za-z0-9_-] parts")
     if PAIR_SEPARATOR in seed_id or seed_id.startswith("_") or seed_id.endswith("_"):
-        raise InvalidKey(
-            seed_id, "a SEED id may not contain '__' or start/end with '_' (pair names use '__')"
-        )
+        raise InvalidKey(seed_id, "a SEED id may not contain '__' or start/end with '_' (pair names use '__')")
     return seed_id
 
 
@@ -248,9 +244,7 @@ def raw_key(window_id: str, seed_id: str) -> str:
 
 def prep_key(window_id: str, seed_id: str, ext: str) -> str:
     """``prep/<window>/<NET.STA.LOC.CHA>.<ext>``: one station's preprocessed product for one window."""
-    return join(
-        PREP_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.{validate_extension(ext)}"
-    )
+    return join(PREP_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.{validate_extension(ext)}")
 
 
 def ccf_key(window_id: str, a: str, b: str, ext: str) -> str:

@@ -58,9 +58,7 @@ class PrefixedStore(ObjectStore):
         metadata: Mapping[str, str] | None = None,
     ) -> PutOutcome:
         """See :meth:`ObjectStore.put_if_absent`."""
-        outcome = self.inner.put_if_absent(
-            self._full(key), data, content_type=content_type, metadata=metadata
-        )
+        outcome = self.inner.put_if_absent(self._full(key), data, content_type=content_type, metadata=metadata)
         return PutOutcome(created=outcome.created, info=self._relative(outcome.info))
 
     def get(self, key: str) -> bytes:

@@ -1,0 +1,460 @@
+"""S3 object store through the minio client (versitygw locally; MinIO or AWS elsewhere).
+
+- Retries: only transient failures (:func:`is_transient`), with exponential backoff and jitter, a bounded number
+  of attempts (:class:`~storage.retry.RetryPolicy`), then :class:`StorageUnavailable`. The urllib3 pool is
+  built with ``retries=False`` so that there is exactly one retry layer, ours.
+- Conditional create: ``put_if_absent`` sends ``If-None-Match: *``, so the server itself refuses a second
+  writer (412). Whether the server honours the header is probed once per store (a tiny object written twice
+  under a hidden ``.xcorrflow/`` key); if it does not, ``put_if_absent`` falls back to stat-then-put.
+- Multipart: bodies above ``multipart_threshold`` go up in ``part_size`` parts (ETag ``<md5-of-md5s>-<n>``),
+  each part retried on its own; a failed upload is aborted so no parts linger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import math
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from xml.etree.ElementTree import ParseError
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException
+
+from storage import _s3_wire as wire
+from storage._s3_wire import build_client, is_transient
+from storage.base import (
+    ObjectInfo,
+    ObjectStore,
+    PutOutcome,
+    check_content_type,
+    check_metadata,
+    md5_hex,
+    normalize_etag,
+    write_file_atomically,
+)
+from storage.errors import (
+    KeyPathConflict,
+    ObjectConflict,
+    ObjectNotFound,
+    StorageBackendError,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.keys import validate_key, validate_prefix
+from storage.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from contracts.settings import Settings
+
+__all__ = ["S3Store", "build_client", "is_transient"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * MIB
+DEFAULT_MULTIPART_THRESHOLD = 16 * MIB
+MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
+MAX_PARTS = 10_000
+PROBE_PREFIX = ".xcorrflow/probe/"  # hidden: no valid key can start with '.', so no object collides
+_KEY_PATH_CODES = frozenset({"ExistingObjectIsDirectory", "ObjectParentIsFile"})  # versitygw posix
+_NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "HTTP501", "MethodNotAllowed"})
+_WIRE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ParseError)
+Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes
+
+
+class S3Store(ObjectStore):
+    """Objects in one S3 bucket. Thread-safe: share one instance between threads."""
+
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        retry: RetryPolicy | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        conditional_writes: bool | None = None,
+        endpoint: str = "",
+    ) -> None:
+        """Wrap a client (best made by :func:`build_client`). No request is sent here.
+
+        Args:
+            client: the minio client.
+            bucket: the bucket holding every key.
+            retry: the retry policy; :class:`RetryPolicy` defaults when omitted.
+            part_size: bytes per multipart part (at least 5 MiB).
+            multipart_threshold: bodies larger than this use multipart upload.
+            conditional_writes: True/False if known; None probes the server on first ``put_if_absent``.
+            endpoint: shown in ``repr`` and logs only.
+
+        Raises:
+            StorageConfigError: part size below the S3 minimum or threshold below the part size.
+        """
+        if part_size < MIN_PART_SIZE:
+            raise StorageConfigError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if multipart_threshold < part_size:
+            raise StorageConfigError("multipart_threshold must be at least part_size")
+        self._client = client
+        self.bucket = bucket
+        self.retry = retry or RetryPolicy()
+        self.part_size = part_size
+        self.multipart_threshold = multipart_threshold
+        self.endpoint = endpoint
+        self._conditional = conditional_writes
+        self._probe_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, bucket: str | None = None, create_bucket: bool = True) -> S3Store:
+        """Connect to the endpoint, credentials, region and bucket of the settings.
+
+        Args:
+            settings: the project settings (``s3_*`` fields).
+            bucket: overrides ``settings.s3_bucket``.
+            create_bucket: create the bucket if it is missing (one round trip).
+
+        Raises:
+            StorageConfigError: the bucket name is invalid.
+            StorageUnavailable: ``create_bucket`` and the server cannot be reached.
+        """
+        client = build_client(
+            settings.s3_address,
+            settings.s3_access_key.get_secret_value(),
+            settings.s3_secret_key.get_secret_value(),
+            region=settings.s3_region,
+            secure=settings.s3_secure,
+        )
+        store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url)
+        if create_bucket:
+            store.ensure_bucket()
+        return store
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.endpoint!r}, bucket={self.bucket!r})"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists; safe when several processes race to do it.
+
+        Raises:
+            StorageConfigError: invalid bucket name. StorageBackendError, StorageUnavailable: server errors.
+        """
+
+        def ensure() -> None:
+            if self._client.bucket_exists(self.bucket):
+                return
+            try:
+                self._client.make_bucket(self.bucket)
+            except MinioException as exc:
+                if wire.error_code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
+
+        try:
+            self._call("ensure_bucket", "", ensure)
+        except ValueError as exc:  # minio's bucket-name check
+            raise StorageConfigError(f"invalid bucket name {self.bucket!r}: {exc}") from exc
+
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether the server honours ``If-None-Match: *`` (probed once, on first use)."""
+        with self._probe_lock:
+            if self._conditional is None:
+                self._conditional = self._probe_conditional_writes()
+            return self._conditional
+
+    # --- writes ---------------------------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Write an object (multipart above the threshold); see :meth:`ObjectStore.put`."""
+        validate_key(key)
+        ctype, meta = check_content_type(content_type), check_metadata(metadata)
+        body = bytes(data)
+        etag, modified = self._upload("put", key, len(body), _bytes_reader(body), ctype, meta, if_absent=False)
+        return ObjectInfo(key, len(body), etag, modified, ctype, meta)
+
+    def put_file(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Upload a file part by part, holding one part in memory at a time; see :meth:`ObjectStore.put_file`."""
+        validate_key(key)
+        ctype, meta = check_content_type(content_type), check_metadata(metadata)
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            etag, modified = self._upload("put", key, size, _file_reader(handle), ctype, meta, if_absent=False)
+        return ObjectInfo(key, size, etag, modified, ctype, meta)
+
+    def put_if_absent(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutOutcome:
+        """Create an object only if the key is free; see :meth:`ObjectStore.put_if_absent`.
+
+        With a server that honours ``If-None-Match`` the check and the write are one atomic request (or one
+        atomic CompleteMultipartUpload). Otherwise this falls back to stat-then-put, which is *not* atomic: two
+        writers racing between the stat and the put both "create", and the later one wins. That is tolerable
+        only because keys are deterministic and every writer of a key writes the same bytes.
+        """
+        validate_key(key)
+        ctype, meta = check_content_type(content_type), check_metadata(metadata)
+        body = bytes(data)
+        conditional = self.conditional_writes
+        # Look before uploading when the body is big (a redelivered task should not re-send megabytes) and
+        # when the server cannot refuse for us (the fallback above).
+        if len(body) > self.multipart_threshold or not conditional:
+            with contextlib.suppress(ObjectNotFound):
+                return self._same_or_conflict(key, body, self.stat(key))
+        try:
+            etag, modified = self._upload(
+                "put_if_absent", key, len(body), _bytes_reader(body), ctype, meta, if_absent=conditional
+            )
+        except StorageBackendError as exc:
+            if exc.code != "PreconditionFailed":
+                raise
+            return self._same_or_conflict(key, body, self.stat(key))
+        return PutOutcome(True, ObjectInfo(key, len(body), etag, modified, ctype, meta))
+
+    def delete(self, key: str) -> None:
+        """Remove an object; see :meth:`ObjectStore.delete`."""
+        validate_key(key)
+        self._call("delete", key, functools.partial(self._client.remove_object, self.bucket, key))
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """Read a whole object; see :meth:`ObjectStore.get`."""
+        validate_key(key)
+
+        def fetch() -> bytes:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("get", key, fetch)
+
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        """Stream an object into a file (atomically, re-fetched on a transient failure); see the base class."""
+        validate_key(key)
+
+        def fetch() -> ObjectInfo:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                write_file_atomically(path, response.stream(MIB))
+                return wire.info_from_headers(key, response.headers)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("get_file", key, fetch)
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Describe an object (one HEAD request); see :meth:`ObjectStore.stat`."""
+        validate_key(key)
+        found = self._call("stat", key, functools.partial(self._client.stat_object, self.bucket, key))
+        return wire.info_from_headers(key, found.metadata)
+
+    def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        """Yield objects under ``prefix`` in key order; see :meth:`ObjectStore.list`.
+
+        A transient failure mid-listing resumes after the last key yielded (``start_after``), so a long listing
+        for reconciliation survives a server blip without repeating or skipping keys.
+        """
+        directory = validate_prefix(prefix)
+        last: str | None = None
+        failures = 0
+        while True:
+            try:
+                for found in self._client.list_objects(
+                    self.bucket, prefix=directory or None, recursive=recursive, start_after=last
+                ):
+                    failures = 0  # progress: the retry budget is per stall, not per listing
+                    if found.is_dir or found.object_name is None:
+                        continue
+                    last = found.object_name
+                    info = wire.listed_info(found)
+                    if info is not None:
+                        yield info
+                return
+            except _WIRE_ERRORS as exc:
+                failures += 1
+                if not is_transient(exc) or failures >= self.retry.max_attempts:
+                    raise self._translate(exc, "list", directory, failures) from exc
+                self.retry.sleep(self.retry.delay(failures))
+
+    def close(self) -> None:
+        """Drop pooled connections."""
+        pool = getattr(self._client, "_http", None)
+        if isinstance(pool, urllib3.PoolManager):
+            pool.clear()
+
+    # --- internals --------------------------------------------------------------------------------------------
+
+    def _call(self, operation: str, key: str, func: Callable[[], T]) -> T:
+        """Run one request under the retry policy and translate what escapes into storage errors."""
+        try:
+            return self.retry.call(operation, key, func, is_transient=is_transient)
+        except StorageError:
+            raise
+        except _WIRE_ERRORS as exc:
+            raise self._translate(exc, operation, key, 1) from exc
+
+    def _translate(self, exc: BaseException, operation: str, key: str, attempts: int) -> StorageError:
+        if is_transient(exc):
+            return StorageUnavailable(operation, key, attempts, exc)
+        code = wire.error_code(exc)
+        if code == "NoSuchKey":
+            return ObjectNotFound(key)
+        if code in _KEY_PATH_CODES:
+            return KeyPathConflict(key, str(getattr(exc, "message", "") or code))
+        return StorageBackendError(operation, key, code, str(getattr(exc, "message", "") or exc))
+
+    def _upload(
+        self,
+        operation: str,
+        key: str,
+        size: int,
+        read: Reader,
+        ctype: str,
+        meta: Mapping[str, str],
+        *,
+        if_absent: bool,
+    ) -> tuple[str, datetime]:
+        """Send a body in one PUT or, above the threshold, as a multipart upload. Returns ETag and time."""
+        headers = {"Content-Type": ctype} | {f"x-amz-meta-{name}": value for name, value in meta.items()}
+        if size > self.multipart_threshold:
+            return self._multipart(operation, key, size, read, headers, if_absent=if_absent)
+        body = read(0, size)
+        put = functools.partial(wire.put_object, self._client, self.bucket, key, body, headers, if_none_match=if_absent)
+        response = self._call(operation, key, put)
+        return normalize_etag(response.headers.get("etag", "")), wire.response_time(response)
+
+    def _multipart(
+        self, operation: str, key: str, size: int, read: Reader, headers: dict[str, str], *, if_absent: bool
+    ) -> tuple[str, datetime]:
+        """Upload in parts; commit order: create, upload every part, then complete (conditionally)."""
+        part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
+        create = functools.partial(wire.create_multipart, self._client, self.bucket, key, headers)
+        upload_id = self._call(operation, key, create)
+        try:
+            etags, digests = [], []
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+                body = read(offset, min(part_size, size - offset))
+                digests.append(hashlib.md5(body, usedforsecurity=False).digest())
+                send = functools.partial(wire.upload_part, self._client, self.bucket, key, upload_id, number, body)
+                etags.append(self._call(operation, key, send))
+            complete = functools.partial(
+                wire.complete_multipart,
+                self._client,
+                self.bucket,
+                key,
+                upload_id,
+                etags,
+                if_none_match=if_absent,
+            )
+            try:
+                etag = self._call(operation, key, complete)
+            except StorageBackendError as exc:
+                # A completion whose answer was lost, then retried, finds no upload: check the object instead.
+                if exc.code != "NoSuchUpload" or self.stat(key).etag != wire.multipart_etag(digests):
+                    raise
+                etag = wire.multipart_etag(digests)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                wire.abort_multipart(self._client, self.bucket, key, upload_id)
+            raise
+        return etag, datetime.now(UTC)
+
+    def _same_or_conflict(self, key: str, body: bytes, existing: ObjectInfo) -> PutOutcome:
+        """Decide whether an existing object holds exactly ``body``: idempotent success, or a conflict."""
+        digest = md5_hex(body)
+        if existing.size == len(body):
+            if existing.etag == digest or existing.etag == self._multipart_etag_of(body):
+                return PutOutcome(False, existing)
+            if "-" in existing.etag and self._md5_of_object(key) == digest:
+                return PutOutcome(False, existing)  # a multipart upload with another part size
+        raise ObjectConflict(key, existing.etag, digest)
+
+    def _multipart_etag_of(self, body: bytes) -> str:
+        part_size = max(self.part_size, math.ceil(len(body) / MAX_PARTS))
+        view = memoryview(body)
+        digests = [
+            hashlib.md5(view[i : i + part_size], usedforsecurity=False).digest() for i in range(0, len(body), part_size)
+        ]
+        return wire.multipart_etag(digests)
+
+    def _md5_of_object(self, key: str) -> str:
+        def fetch() -> str:
+            response = self._client.get_object(self.bucket, key)
+            digest = hashlib.md5(usedforsecurity=False)
+            try:
+                for chunk in response.stream(MIB):
+                    digest.update(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+            return digest.hexdigest()
+
+        return self._call("get", key, fetch)
+
+    def _probe_conditional_writes(self) -> bool:
+        """Write a hidden probe object twice with ``If-None-Match: *``: a 412 the second time means support."""
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        put = functools.partial(wire.put_object, self._client, self.bucket, key, b"probe", {}, if_none_match=True)
+        try:
+            self._call("probe", key, put)
+            self._call("probe", key, put)
+            supported = False  # the second write went through: the header was ignored
+        except StorageBackendError as exc:
+            if exc.code == "PreconditionFailed":
+                supported = True
+            elif exc.code in _NOT_SUPPORTED_CODES:
+                supported = False
+            else:
+                raise
+        finally:
+            with contextlib.suppress(StorageError):
+                self._call("delete", key, functools.partial(self._client.remove_object, self.bucket, key))
+        if supported:
+            log.info("S3 %s honours If-None-Match: put_if_absent is atomic", self.endpoint)
+        else:
+            log.warning("S3 %s ignores If-None-Match: put_if_absent falls back to stat-then-put", self.endpoint)
+        return supported
+
+
+def _bytes_reader(body: bytes) -> Reader:
+    view = memoryview(body)
+    return lambda offset, length: bytes(view[offset : offset + length])
+
+
+def _file_reader(handle: BinaryIO) -> Reader:
+    def read(offset: int, length: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(length)
+
+    return read
