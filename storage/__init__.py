@@ -1,1 +1,57 @@
-"""Object-store layer: one small interface, with S3 (minio client), local-directory and in-memory backends."""
+"""Object-store layer: one small interface, with S3 (minio client), local-directory and in-memory backends.
+
+Typical use::
+
+    from storage import open_store, keys
+
+    store = open_store()                      # the S3 bucket of the settings
+    key = keys.prep_key(window, seed_id, "npz")
+    if not store.exists(key):
+        store.put_if_absent(key, payload)     # idempotent: same bytes twice is fine
+
+See :mod:`storage.base` for the semantics every backend shares and :mod:`storage.keys` for the key rules.
+"""
+
+from __future__ import annotations
+
+from storage import keys
+from storage.base import ObjectInfo, ObjectStore, PutOutcome
+from storage.errors import (
+    InvalidKey,
+    InvalidMetadata,
+    KeyPathConflict,
+    ObjectConflict,
+    ObjectNotFound,
+    StorageBackendError,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.factory import open_store
+from storage.local import LocalDirStore
+from storage.memory import MemoryStore
+from storage.prefixed import PrefixedStore
+from storage.retry import RetryPolicy
+from storage.s3 import S3Store
+
+__all__ = [
+    "InvalidKey",
+    "InvalidMetadata",
+    "KeyPathConflict",
+    "LocalDirStore",
+    "MemoryStore",
+    "ObjectConflict",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "PrefixedStore",
+    "PutOutcome",
+    "RetryPolicy",
+    "S3Store",
+    "StorageBackendError",
+    "StorageConfigError",
+    "StorageError",
+    "StorageUnavailable",
+    "keys",
+    "open_store",
+]

@@ -90,7 +90,7 @@ class LocalDirStore(ObjectStore):
             StorageConfigError: ``root`` is not a directory.
         """
         path = os.path.realpath(os.fspath(root))
-        if create:
+        if create and not os.path.exists(path):
             os.makedirs(path, exist_ok=True)
         if not os.path.isdir(path):
             raise StorageConfigError(f"local store root {path!r} is not a directory")
@@ -213,7 +213,9 @@ class LocalDirStore(ObjectStore):
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
         """Yield the objects under ``prefix`` sorted by key; see :meth:`ObjectStore.list`."""
-        directory = validate_prefix(prefix)
+        return self._list(validate_prefix(prefix), recursive)  # validated eagerly, listed lazily
+
+    def _list(self, directory: str, recursive: bool) -> Iterator[ObjectInfo]:
         segments = directory.rstrip("/").split("/") if directory else []
         try:
             with _fs.open_chain(self.root, segments, create=False, key=directory) as fds:

@@ -78,12 +78,15 @@ class MemoryStore(ObjectStore):
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
         """Yield objects under ``prefix`` sorted by key; see :meth:`ObjectStore.list`."""
-        directory = validate_prefix(prefix)
-        with self._lock:  # snapshot, so callers may write while they iterate
+        directory = validate_prefix(prefix)  # eagerly, so a bad prefix fails at the call, not at iteration
+        with self._lock:  # a snapshot, so callers may write while they iterate
             infos = [entry.info for key, entry in self._objects.items() if key.startswith(directory)]
-        for info in sorted(infos, key=lambda item: item.key):
-            if recursive or "/" not in info.key[len(directory) :]:
-                yield ObjectInfo(info.key, info.size, info.etag, info.last_modified)
+        listed = (
+            ObjectInfo(info.key, info.size, info.etag, info.last_modified)
+            for info in sorted(infos, key=lambda item: item.key)
+            if recursive or "/" not in info.key[len(directory) :]
+        )
+        return listed
 
     def delete(self, key: str) -> None:
         """Remove the object under ``key`` if there is one; see :meth:`ObjectStore.delete`."""

@@ -75,8 +75,8 @@ class PrefixedStore(ObjectStore):
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
         """See :meth:`ObjectStore.list`."""
-        for info in self.inner.list(self.prefix + validate_prefix(prefix), recursive=recursive):
-            yield self._relative(info)
+        listed = self.inner.list(self.prefix + validate_prefix(prefix), recursive=recursive)
+        return (self._relative(info) for info in listed)
 
     def delete(self, key: str) -> None:
         """See :meth:`ObjectStore.delete`."""

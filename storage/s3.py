@@ -285,7 +285,9 @@ class S3Store(ObjectStore):
         A transient failure mid-listing resumes after the last key yielded (``start_after``), so a long listing
         for reconciliation survives a server blip without repeating or skipping keys.
         """
-        directory = validate_prefix(prefix)
+        return self._list(validate_prefix(prefix), recursive)  # validated eagerly, listed lazily
+
+    def _list(self, directory: str, recursive: bool) -> Iterator[ObjectInfo]:
         last: str | None = None
         failures = 0
         while True:

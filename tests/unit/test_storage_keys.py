@@ -1,0 +1,162 @@
+"""Key rules and the storage layout contract (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storage import InvalidKey, keys
+from tests.storage_contract import BAD_KEYS
+
+W = "20100901T000000Z"
+A, B = "YA.UV05..HHZ", "YA.UV06..HHZ"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "prep/20100901T000000Z/YA.UV05..HHZ.npz", "a-b_c.d/e", "x" * 200, "/".join(["abc"] * 250), "a..b"],
+)
+def test_valid_keys(key: str) -> None:
+    assert keys.validate_key(key) == key
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+def test_invalid_keys(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        keys.validate_key(key)
+
+
+def test_invalid_key_is_a_value_error_with_a_reason() -> None:
+    with pytest.raises(ValueError, match=r"starts with '\.'") as caught:
+        keys.validate_key("a/../b")
+    assert caught.value.key == "a/../b"
+
+
+def test_key_length_limits_are_in_bytes() -> None:
+    assert keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 19)  # 1023 bytes
+    with pytest.raises(InvalidKey, match="1024"):
+        keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 24)
+    with pytest.raises(InvalidKey, match="segment longer"):
+        keys.validate_key("a" * (keys.MAX_SEGMENT_BYTES + 1))
+
+
+def test_prefixes_are_directories() -> None:
+    assert keys.validate_prefix("") == ""
+    assert keys.validate_prefix("prep/a") == "prep/a/"
+    assert keys.validate_prefix("prep/a/") == "prep/a/"
+    for bad in ("/", "prep//", "../x", "prep/a//"):
+        with pytest.raises(InvalidKey):
+            keys.validate_prefix(bad)
+
+
+def test_join_validates_every_part() -> None:
+    assert keys.join("prep", W, "x.npz") == f"prep/{W}/x.npz"
+    assert keys.join("", "a") == "a"
+    assert keys.join("runs/r1/", "report.json") == "runs/r1/report.json"
+    for parts in (("a/b",), ("..",), ("",), ("a\\b",), ()):
+        with pytest.raises(InvalidKey):
+            keys.join("prep", *parts)
+    with pytest.raises(InvalidKey):
+        keys.join("../prep", "x")
+
+
+@pytest.mark.parametrize("seed_id", ["YA.UV05..HHZ", "XX.STA.00.BHZ", "N.S.--.C", "12345678.S.L.C", "X_Y.S-T.L.H_H_Z"])
+def test_valid_seed_ids(seed_id: str) -> None:
+    assert keys.validate_seed_id(seed_id) == seed_id
+
+
+@pytest.mark.parametrize(
+    "seed_id",
+    [
+        "",
+        "YA.UV05.HHZ",  # three parts
+        "YA.UV05...HHZ",  # five parts
+        "YA..00.HHZ",  # empty station
+        ".UV05..HHZ",  # empty network
+        "YA.UV05..",  # empty channel
+        "YA.UV/05..HHZ",
+        "YA.UV05..HH Z",
+        "YA.UV05..HHZ\n",
+        "ABCDEFGHI.S..HHZ",  # network over 8 characters
+        "YA.UV05..H__Z",  # '__' would make pair names ambiguous
+        "_YA.UV05..HHZ",
+        "YA.UV05..HHZ_",
+        "Y\u00c4.UV05..HHZ",
+    ],
+)
+def test_invalid_seed_ids(seed_id: str) -> None:
+    with pytest.raises(InvalidKey):
+        keys.validate_seed_id(seed_id)
+
+
+def test_window_ids_must_be_real_instants() -> None:
+    assert keys.validate_window_id(W) == W
+    for bad in ("20100901T000000", "2010-09-01T00:00:00Z", "20101301T000000Z", "20100931T000000Z", "20100901T250000Z",
+                "\u0662\u0660\u0661\u0660" + "0901T000000Z"):  # fmt: skip
+        with pytest.raises(InvalidKey):
+            keys.validate_window_id(bad)
+
+
+def test_pairs_are_ordered_and_unambiguous() -> None:
+    assert keys.pair_name(A, B) == f"{A}__{B}"
+    assert keys.parse_pair(f"{A}__{B}") == (A, B)
+    for a, b in ((B, A), (A, A)):
+        with pytest.raises(InvalidKey):
+            keys.pair_name(a, b)
+    for bad in (f"{B}__{A}", A, f"{A}___{B}", f"{A}__{B}__{B}"):
+        with pytest.raises(InvalidKey):
+            keys.parse_pair(bad)
+
+
+def test_layout_matches_the_contract() -> None:
+    assert keys.raw_key(W, A) == f"raw/{W}/{A}.mseed"
+    assert keys.prep_key(W, A, "npz") == f"prep/{W}/{A}.npz"
+    assert keys.ccf_key(W, A, B, "npz") == f"ccf/{W}/{A}__{B}.npz"
+    assert keys.stack_key(A, B) == f"stacks/{A}__{B}.sac"
+    assert keys.run_key("run-1", "report.json") == "runs/run-1/report.json"
+    assert keys.window_prefix(keys.PREP_PREFIX, W) == f"prep/{W}/"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: keys.raw_key("../x", A),
+        lambda: keys.prep_key(W, "../../etc/passwd", "npz"),
+        lambda: keys.prep_key(W, A, "n/pz"),
+        lambda: keys.prep_key(W, A, ".npz"),
+        lambda: keys.ccf_key(W, B, A, "npz"),
+        lambda: keys.stack_key(A, "YA.UV06..HHZ/../../x"),
+        lambda: keys.run_key("../other", "report.json"),
+        lambda: keys.run_key("r1", "../../escape"),
+        lambda: keys.run_key(".hidden", "x"),
+    ],
+)
+def test_layout_helpers_refuse_hostile_ids(build: object) -> None:
+    with pytest.raises(InvalidKey):
+        build()  # type: ignore[operator]
+
+
+_ID_PART = st.from_regex(r"[A-Za-z0-9-]{1,8}", fullmatch=True)
+
+
+@given(net=_ID_PART, sta=_ID_PART, loc=st.from_regex(r"[A-Za-z0-9-]{0,8}", fullmatch=True), cha=_ID_PART)
+def test_every_valid_seed_id_makes_valid_keys_under_its_stage(net: str, sta: str, loc: str, cha: str) -> None:
+    seed_id = f"{net}.{sta}.{loc}.{cha}"
+    key = keys.prep_key(W, seed_id, "npz")
+    assert keys.validate_key(key) == key
+    assert key.startswith(f"prep/{W}/") and key.count("/") == 2
+
+
+_ANY_PART = st.from_regex(r"[A-Za-z0-9_-]{0,8}", fullmatch=True)
+_SEED_LIKE = st.tuples(_ANY_PART, _ANY_PART, _ANY_PART, _ANY_PART).map(".".join)
+
+
+@given(a=_SEED_LIKE, b=_SEED_LIKE)
+def test_any_accepted_pair_parses_back_to_itself(a: str, b: str) -> None:
+    """Underscores are allowed in ids, so this is where an ambiguous ``A__B`` split would show up."""
+    try:
+        name = keys.pair_name(a, b)
+    except InvalidKey:
+        return
+    assert keys.parse_pair(name) == (a, b)
