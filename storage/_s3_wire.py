@@ -160,6 +160,13 @@ def abort_multipart(client: Minio, bucket: str, key: str, upload_id: str) -> Non
     client._execute("DELETE", bucket, key, query_params={"uploadId": upload_id})
 
 
+def close_client(client: Minio) -> None:
+    """Drop the client's pooled connections (minio keeps its pool in ``_http``)."""
+    pool = getattr(client, "_http", None)
+    if isinstance(pool, urllib3.PoolManager):
+        pool.clear()
+
+
 def multipart_etag(part_digests: list[bytes]) -> str:
     """The ETag S3 gives a multipart object: MD5 of the concatenated binary part MD5s, then ``-<parts>``."""
     joined = hashlib.md5(b"".join(part_digests), usedforsecurity=False).hexdigest()

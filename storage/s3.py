@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import math
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import ParseError
 
 import urllib3
@@ -31,6 +29,14 @@ from minio.error import MinioException
 
 from storage import _s3_wire as wire
 from storage._s3_wire import build_client, is_transient
+from storage._s3_writes import (
+    Reader,
+    bytes_reader,
+    file_reader,
+    multipart_etag_of,
+    probe_conditional_writes,
+    upload_multipart,
+)
 from storage.base import (
     ObjectInfo,
     ObjectStore,
@@ -58,18 +64,14 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Store", "build_client", "is_transient"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_MULTIPART_THRESHOLD = 16 * MIB
 MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
 MAX_PARTS = 10_000
-PROBE_PREFIX = ".xcorrflow/probe/"  # hidden: no valid key can start with '.', so no object collides
 _KEY_PATH_CODES = frozenset({"ExistingObjectIsDirectory", "ObjectParentIsFile"})  # versitygw posix
-_NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "HTTP501", "MethodNotAllowed"})
 _WIRE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ParseError)
-Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes
 
 
 class S3Store(ObjectStore):
@@ -167,7 +169,7 @@ class S3Store(ObjectStore):
         """Whether the server honours ``If-None-Match: *`` (probed once, on first use)."""
         with self._probe_lock:
             if self._conditional is None:
-                self._conditional = self._probe_conditional_writes()
+                self._conditional = probe_conditional_writes(self._client, self.bucket, self._call, self.endpoint)
             return self._conditional
 
     # --- writes ---------------------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ class S3Store(ObjectStore):
         validate_key(key)
         ctype, meta = check_content_type(content_type), check_metadata(metadata)
         body = bytes(data)
-        etag, modified = self._upload("put", key, len(body), _bytes_reader(body), ctype, meta, if_absent=False)
+        etag, modified = self._upload("put", key, len(body), bytes_reader(body), ctype, meta, if_absent=False)
         return ObjectInfo(key, len(body), etag, modified, ctype, meta)
 
     def put_file(
@@ -200,7 +202,7 @@ class S3Store(ObjectStore):
         ctype, meta = check_content_type(content_type), check_metadata(metadata)
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            etag, modified = self._upload("put", key, size, _file_reader(handle), ctype, meta, if_absent=False)
+            etag, modified = self._upload("put", key, size, file_reader(handle), ctype, meta, if_absent=False)
         return ObjectInfo(key, size, etag, modified, ctype, meta)
 
     def put_if_absent(
@@ -229,7 +231,7 @@ class S3Store(ObjectStore):
                 return self._same_or_conflict(key, body, self.stat(key))
         try:
             etag, modified = self._upload(
-                "put_if_absent", key, len(body), _bytes_reader(body), ctype, meta, if_absent=conditional
+                "put_if_absent", key, len(body), bytes_reader(body), ctype, meta, if_absent=conditional
             )
         except StorageBackendError as exc:
             if exc.code != "PreconditionFailed":
@@ -311,9 +313,7 @@ class S3Store(ObjectStore):
 
     def close(self) -> None:
         """Drop pooled connections."""
-        pool = getattr(self._client, "_http", None)
-        if isinstance(pool, urllib3.PoolManager):
-            pool.clear()
+        wire.close_client(self._client)
 
     # --- internals --------------------------------------------------------------------------------------------
 
@@ -350,65 +350,40 @@ class S3Store(ObjectStore):
         """Send a body in one PUT or, above the threshold, as a multipart upload. Returns ETag and time."""
         headers = {"Content-Type": ctype} | {f"x-amz-meta-{name}": value for name, value in meta.items()}
         if size > self.multipart_threshold:
-            return self._multipart(operation, key, size, read, headers, if_absent=if_absent)
+            etag = upload_multipart(
+                self._call,
+                operation,
+                self._client,
+                self.bucket,
+                key,
+                size,
+                read,
+                headers,
+                part_size=self._part_size_for(size),
+                if_absent=if_absent,
+                stat_etag=lambda: self.stat(key).etag,
+            )
+            return etag, datetime.now(UTC)
         body = read(0, size)
         put = functools.partial(wire.put_object, self._client, self.bucket, key, body, headers, if_none_match=if_absent)
         response = self._call(operation, key, put)
         return normalize_etag(response.headers.get("etag", "")), wire.response_time(response)
 
-    def _multipart(
-        self, operation: str, key: str, size: int, read: Reader, headers: dict[str, str], *, if_absent: bool
-    ) -> tuple[str, datetime]:
-        """Upload in parts; commit order: create, upload every part, then complete (conditionally)."""
-        part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
-        create = functools.partial(wire.create_multipart, self._client, self.bucket, key, headers)
-        upload_id = self._call(operation, key, create)
-        try:
-            etags, digests = [], []
-            for number, offset in enumerate(range(0, size, part_size), start=1):
-                body = read(offset, min(part_size, size - offset))
-                digests.append(hashlib.md5(body, usedforsecurity=False).digest())
-                send = functools.partial(wire.upload_part, self._client, self.bucket, key, upload_id, number, body)
-                etags.append(self._call(operation, key, send))
-            complete = functools.partial(
-                wire.complete_multipart,
-                self._client,
-                self.bucket,
-                key,
-                upload_id,
-                etags,
-                if_none_match=if_absent,
-            )
-            try:
-                etag = self._call(operation, key, complete)
-            except StorageBackendError as exc:
-                # A completion whose answer was lost, then retried, finds no upload: check the object instead.
-                if exc.code != "NoSuchUpload" or self.stat(key).etag != wire.multipart_etag(digests):
-                    raise
-                etag = wire.multipart_etag(digests)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                wire.abort_multipart(self._client, self.bucket, key, upload_id)
-            raise
-        return etag, datetime.now(UTC)
-
     def _same_or_conflict(self, key: str, body: bytes, existing: ObjectInfo) -> PutOutcome:
         """Decide whether an existing object holds exactly ``body``: idempotent success, or a conflict."""
         digest = md5_hex(body)
         if existing.size == len(body):
-            if existing.etag == digest or existing.etag == self._multipart_etag_of(body):
+            if existing.etag == digest or existing.etag == multipart_etag_of(
+                body, max(self.part_size, math.ceil(len(body) / MAX_PARTS))
+            ):
                 return PutOutcome(False, existing)
             if "-" in existing.etag and self._md5_of_object(key) == digest:
                 return PutOutcome(False, existing)  # a multipart upload with another part size
         raise ObjectConflict(key, existing.etag, digest)
 
-    def _multipart_etag_of(self, body: bytes) -> str:
-        part_size = max(self.part_size, math.ceil(len(body) / MAX_PARTS))
-        view = memoryview(body)
-        digests = [
-            hashlib.md5(view[i : i + part_size], usedforsecurity=False).digest() for i in range(0, len(body), part_size)
-        ]
-        return wire.multipart_etag(digests)
+    def _part_size_for(self, size: int) -> int:
+        """Our part size, grown if needed to stay within S3's 10,000 parts."""
+        return max(self.part_size, math.ceil(size / MAX_PARTS))
 
     def _md5_of_object(self, key: str) -> str:
         def fetch() -> str:
@@ -423,40 +398,3 @@ class S3Store(ObjectStore):
             return digest.hexdigest()
 
         return self._call("get", key, fetch)
-
-    def _probe_conditional_writes(self) -> bool:
-        """Write a hidden probe object twice with ``If-None-Match: *``: a 412 the second time means support."""
-        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-        put = functools.partial(wire.put_object, self._client, self.bucket, key, b"probe", {}, if_none_match=True)
-        try:
-            self._call("probe", key, put)
-            self._call("probe", key, put)
-            supported = False  # the second write went through: the header was ignored
-        except StorageBackendError as exc:
-            if exc.code == "PreconditionFailed":
-                supported = True
-            elif exc.code in _NOT_SUPPORTED_CODES:
-                supported = False
-            else:
-                raise
-        finally:
-            with contextlib.suppress(StorageError):
-                self._call("delete", key, functools.partial(self._client.remove_object, self.bucket, key))
-        if supported:
-            log.info("S3 %s honours If-None-Match: put_if_absent is atomic", self.endpoint)
-        else:
-            log.warning("S3 %s ignores If-None-Match: put_if_absent falls back to stat-then-put", self.endpoint)
-        return supported
-
-
-def _bytes_reader(body: bytes) -> Reader:
-    view = memoryview(body)
-    return lambda offset, length: bytes(view[offset : offset + length])
-
-
-def _file_reader(handle: BinaryIO) -> Reader:
-    def read(offset: int, length: int) -> bytes:
-        handle.seek(offset)
-        return handle.read(length)
-
-    return read
