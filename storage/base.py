@@ -9,7 +9,19 @@ never know whether it is S3, a local directory or memory. Semantics every backen
   bytes is told it was already there; a later writer with different bytes gets :class:`ObjectConflict`.
 - ``list`` yields objects sorted by key, and its prefix is a directory (``prep/a`` never lists ``prep/ab``).
 - ``delete`` of a missing key is a no-op, so cleanup can be retried.
-- ETags are the lowercase hex MD5 of the content, except S3 multipart uploads (``<hex>-<parts>``).
+- ``a`` and ``a/b`` cannot both be objects (:class:`KeyPathConflict`), as on any file-system backed store.
+
+Where the backends differ, and why it does not matter to callers:
+
+- ETag: the lowercase hex MD5 of the content everywhere, except objects that S3Store uploads in parts (bodies
+  above its 16 MiB threshold), whose ETag is S3's ``<md5 of the part md5s>-<parts>``. Compare content with
+  ``put_if_absent`` (which handles both forms), not by comparing ETags across backends.
+- ``last_modified``: S3 has one-second resolution, and ``put`` on S3 reports the server's response time
+  (PutObject returns no Last-Modified), which may differ from a later ``stat`` by up to a second.
+- Conditional creates are atomic on S3 servers that honour ``If-None-Match`` (versitygw, MinIO, AWS) and on
+  the local and memory stores; otherwise S3Store falls back to stat-then-put (see :mod:`storage.s3`).
+- The local store keeps metadata in a side-car written just after the data: a reader racing a write, or a crash
+  in between, sees the object without metadata (see :mod:`storage.local`).
 """
 
 from __future__ import annotations

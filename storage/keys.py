@@ -9,7 +9,8 @@ is ``/``-separated segments, each drawn from a conservative charset, and nothing
   own bookkeeping (temporary files, metadata side-cars), which therefore can never collide with an object;
 - segments use only ``[A-Za-z0-9._-]`` (so no backslash, control character, space or non-ASCII byte; no ``+``
   either, which S3 event notifications and some tools decode as a space);
-- at most 255 bytes per segment (the file-system name limit) and 1024 bytes per key (the S3 limit).
+- at most 200 bytes per segment (the file-system limit is 255, and a store's hidden side-car names add a few
+  bytes to an object's name) and 1024 bytes per key (the S3 limit).
 
 The layout helpers take SEED ids and window ids as strings and validate them with strict regexes, so a key
 derived from them is correct by construction.
@@ -23,7 +24,7 @@ from datetime import datetime
 from storage.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
-MAX_SEGMENT_BYTES = 255
+MAX_SEGMENT_BYTES = 200  # NAME_MAX is 255; room is left for '.meta-<name>.json' side-cars
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 

@@ -165,6 +165,11 @@ class S3Store(ObjectStore):
             raise StorageConfigError(f"invalid bucket name {self.bucket!r}: {exc}") from exc
 
     @property
+    def client(self) -> Minio:
+        """The underlying minio client, for S3-only operations (e.g. bucket notification configuration)."""
+        return self._client
+
+    @property
     def conditional_writes(self) -> bool:
         """Whether the server honours ``If-None-Match: *`` (probed once, on first use)."""
         with self._probe_lock:

@@ -65,9 +65,9 @@ class TestS3Store(StoreContract):
 
 def test_server_refuses_a_second_conditional_put_with_412(s3: S3Store, store: PrefixedStore) -> None:
     key = store.prefix + "conditional/raw"
-    wire.put_object(s3._client, s3.bucket, key, b"first", {}, if_none_match=True)
+    wire.put_object(s3.client, s3.bucket, key, b"first", {}, if_none_match=True)
     with pytest.raises(S3Error) as caught:
-        wire.put_object(s3._client, s3.bucket, key, b"second", {}, if_none_match=True)
+        wire.put_object(s3.client, s3.bucket, key, b"second", {}, if_none_match=True)
     assert (caught.value.code, caught.value.response.status) == ("PreconditionFailed", 412)
     assert s3.get(key) == b"first"
 
@@ -77,36 +77,36 @@ def test_server_refuses_a_second_conditional_multipart_completion(s3: S3Store, s
     part = os.urandom(5 * MIB)
     results = []
     for _ in range(2):
-        upload_id = wire.create_multipart(s3._client, s3.bucket, key, {})
-        etag = wire.upload_part(s3._client, s3.bucket, key, upload_id, 1, part)
+        upload_id = wire.create_multipart(s3.client, s3.bucket, key, {})
+        etag = wire.upload_part(s3.client, s3.bucket, key, upload_id, 1, part)
         try:
-            results.append(wire.complete_multipart(s3._client, s3.bucket, key, upload_id, [etag], if_none_match=True))
+            results.append(wire.complete_multipart(s3.client, s3.bucket, key, upload_id, [etag], if_none_match=True))
         except S3Error as exc:
             results.append(exc.code)
-            wire.abort_multipart(s3._client, s3.bucket, key, upload_id)
+            wire.abort_multipart(s3.client, s3.bucket, key, upload_id)
     assert results[0].endswith("-1") and results[1] == "PreconditionFailed"
 
 
 def test_the_store_detects_conditional_support(s3: S3Store) -> None:
-    fresh = S3Store(s3._client, s3.bucket, conditional_writes=None)
+    fresh = S3Store(s3.client, s3.bucket, conditional_writes=None)
     assert fresh.conditional_writes is True
     assert not any(info.key.startswith(".xcorrflow") for info in fresh.list())  # probe cleaned up
 
 
 def test_put_if_absent_sends_one_conditional_put(s3: S3Store, store: PrefixedStore) -> None:
     trace = io.StringIO()
-    s3._client.trace_on(trace)
+    s3.client.trace_on(trace)
     try:
         assert store.put_if_absent("traced", b"x").created is True
     finally:
-        s3._client.trace_off()
+        s3.client.trace_off()
     requests = [line for line in trace.getvalue().splitlines() if line.startswith(("PUT ", "HEAD ", "GET "))]
     assert len(requests) == 1 and requests[0].startswith("PUT ")
     assert "If-None-Match: *" in trace.getvalue()
 
 
 def test_fallback_without_conditional_writes_keeps_the_semantics(s3: S3Store, store: PrefixedStore) -> None:
-    fallback = S3Store(s3._client, s3.bucket, conditional_writes=False).scoped(store.prefix)
+    fallback = S3Store(s3.client, s3.bucket, conditional_writes=False).scoped(store.prefix)
     assert fallback.put_if_absent("f", b"v").created is True
     assert fallback.put_if_absent("f", b"v").created is False
     with pytest.raises(ObjectConflict):
@@ -127,7 +127,7 @@ def test_20mb_object_goes_up_as_multipart(s3: S3Store, store: PrefixedStore) -> 
     expected = _expected_multipart_etag(data)
     assert expected.endswith("-3")
     assert info.etag == expected
-    raw = s3._client.stat_object(s3.bucket, store.prefix + "big/object.bin")  # the server's own word
+    raw = s3.client.stat_object(s3.bucket, store.prefix + "big/object.bin")  # the server's own word
     assert (raw.etag, raw.size) == (expected, BIG)
     assert store.stat("big/object.bin").etag == expected
     assert store.get("big/object.bin") == data

@@ -34,9 +34,9 @@ def test_invalid_key_is_a_value_error_with_a_reason() -> None:
 
 
 def test_key_length_limits_are_in_bytes() -> None:
-    assert keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 19)  # 1023 bytes
+    assert keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 19)  # exactly 1024 bytes
     with pytest.raises(InvalidKey, match="1024"):
-        keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 24)
+        keys.validate_key("/".join(["a" * 200] * 5) + "/" + "b" * 20)
     with pytest.raises(InvalidKey, match="segment longer"):
         keys.validate_key("a" * (keys.MAX_SEGMENT_BYTES + 1))
 
