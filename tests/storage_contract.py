@@ -86,6 +86,11 @@ class StoreContract:
         assert info.last_modified.tzinfo is not None
         assert before <= info.last_modified <= datetime.now(UTC) + timedelta(seconds=5)
 
+    def test_metadata_round_trips_exactly(self, store: ObjectStore) -> None:
+        metadata = {"empty": "", "inner-spaces": "a  b", "punctuation": 'x"y,z;=:/', "n0": "0"}
+        store.put("m", b"x", metadata=metadata)
+        assert dict(store.stat("m").metadata or {}) == metadata
+
     def test_default_content_type(self, store: ObjectStore) -> None:
         store.put("blob", b"x")
         assert store.stat("blob").content_type == "application/octet-stream"
