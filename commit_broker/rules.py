@@ -191,7 +191,9 @@ class RuleSet:
 
     def listing_prefixes(self) -> Sequence[str]:
         """Literal prefixes to list when reconciling lost notifications (the part of each pattern before a glob)."""
-        prefixes = {re.split(r"[*?]", r.match, maxsplit=1)[0] for r in self.rules}
+        # Cut at the last '/' before the first glob: "prep/2010*/" must list "prep/", not "prep/2010".
+        heads = (re.split(r"[*?]", r.match, maxsplit=1)[0] for r in self.rules)
+        prefixes = {head[: head.rfind("/") + 1] for head in heads}
         return sorted(p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes))
 
     def on_file_directories(self) -> list[tuple[str, Rule]]:

@@ -184,3 +184,12 @@ def test_restore_after_a_crash_decides_nothing_twice(crash_after: int) -> None:
 
 def _ids(events: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
     return [(e.type, getattr(e, "key", e.directory)) for e in events]
+
+
+def test_listing_prefixes_stop_at_a_directory_boundary() -> None:
+    rules = RuleSet.parse(
+        'rules:\n - {match: "prep/2010*/", commit: on_close}\n - {match: "prep/x/y/", commit: on_close}'
+        '\n - {match: "ccf/*/", commit: on_close}',
+        "ns",
+    )
+    assert rules.listing_prefixes() == ["ns/ccf/", "ns/prep/"]

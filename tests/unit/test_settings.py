@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,14 @@ from pydantic import ValidationError
 
 from contracts.settings import LOCAL_SECRET_KEY, Settings, load_settings
 from contracts.topics import topic_specs
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about precedence; `make test` exports endpoints that must not leak into them."""
+    for name in list(os.environ):
+        if name.startswith("XCORRFLOW_"):
+            monkeypatch.delenv(name)
 
 
 def test_defaults_point_at_the_local_stack_on_non_standard_ports() -> None:
