@@ -51,10 +51,15 @@ class TopicNames(BaseModel):
     scheduler_state: str = Field("xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window")
 
     def with_prefix(self, prefix: str) -> TopicNames:
-        """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics."""
+        """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics.
+
+        The S3 notification topic keeps its name: the S3 server writes every notification to one topic fixed
+        at its start, and each broker picks the records of its own namespace out of it.
+        """
         if not prefix:
             return self
-        return TopicNames(**{name: f"{prefix}.{value}" for name, value in self.model_dump().items()})
+        renamed = {name: f"{prefix}.{value}" for name, value in self.model_dump().items() if name != "s3_events"}
+        return self.model_copy(update=renamed)
 
     def compacted(self) -> set[str]:
         """Names of the topics that hold state and are therefore log-compacted."""

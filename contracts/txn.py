@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -129,11 +128,15 @@ class TransactionalLoop(ABC):
         self.reset(records)
         positions = []
         for tp in self.consumer.committed(self.assignment, timeout=30):
-            if tp.offset < 0:
-                tp.offset = OFFSET_END if tp.topic in self.start_at_end else OFFSET_BEGINNING
+            if tp.offset < 0 and tp.topic in self.start_at_end:
+                # Resolve "the end" now: librdkafka would resolve OFFSET_END only when fetching starts, and
+                # records written in between would be skipped.
+                tp.offset = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+            elif tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
             positions.append(tp)
         self.consumer.assign(positions)
-        log.info("%s restored %d state records", self.service, len(records))
+        log.info("%s ready: restored %d state records", self.service, len(records))
 
     def run(self) -> None:
         """Loop until :meth:`stop`."""

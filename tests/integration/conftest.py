@@ -60,4 +60,4 @@ def topics(stack: Settings, unique: str) -> Iterator[TopicNames]:
     names = stack.topics.with_prefix(unique)
     ensure_topics(stack.bootstrap_servers, topic_specs(stack, names))
     yield names
-    delete_topics(stack.bootstrap_servers, names.model_dump().values())
+    delete_topics(stack.bootstrap_servers, [t for t in names.model_dump().values() if t.startswith(f"{unique}.")])

@@ -32,6 +32,14 @@ class WorkerProcess:
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         return self
 
+    def wait_log(self, text: str, timeout: float = 60.0) -> WorkerProcess:
+        """Wait until the worker's log contains ``text`` (e.g. "ready"); fail if it exits first."""
+        assert self.log is not None, "wait_log needs a log file"
+        log = self.log
+        wait_for(lambda: text in log.read_text(errors="replace") or not self.alive(), f"worker logs {text!r}", timeout)
+        assert self.alive(), f"worker exited:\n{log.read_text(errors='replace')[-3000:]}"
+        return self
+
     def kill9(self) -> None:
         """SIGKILL: no shutdown hook runs, open transactions stay open."""
         assert self.proc is not None
