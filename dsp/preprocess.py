@@ -46,7 +46,7 @@ def preprocess_window(
     """
     seed_id = check_stream(stream, source, params)
     t_w0 = window_start(window, params.window_s)
-    cond = condition(stream, t_w0, params, f"{source} [{seed_id} {window}]")
+    cond = condition(stream, t_w0, params, f"{source} @ {window}")
     nfft = fft_size(params)
     gaps = gap_fractions(cond, params)
     valid = gaps <= params.max_gap_fraction
