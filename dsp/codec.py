@@ -75,6 +75,11 @@ def unpack(
         raise CorruptProduct(source, f"header does not declare format {kind!r}")
     if header.get("version") not in versions:
         raise CorruptProduct(source, f"unsupported {kind} version {header.get('version')!r}")
+    # The encoding is canonical, so re-encoding must give the very same bytes. This also catches damage that
+    # zip's CRCs do not cover (local-header fields, padding), so no altered byte goes unnoticed.
+    rest = {k: v for k, v in header.items() if k not in ("format", "version")}
+    if pack(kind, header["version"], rest, members) != data:
+        raise CorruptProduct(source, f"{kind} bytes are not in canonical form (altered or foreign writer)")
     return header, members
 
 

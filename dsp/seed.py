@@ -28,7 +28,8 @@ def validate_seed_id(seed_id: str) -> str:
     Raises:
         InvalidSeedId: the id has the wrong shape or a forbidden character.
     """
-    if not isinstance(seed_id, str) or not _SEED_RE.match(seed_id):
+    # fullmatch, not match: "$" would accept a trailing newline
+    if not isinstance(seed_id, str) or not _SEED_RE.fullmatch(seed_id):
         raise InvalidSeedId(repr(seed_id), "not a SEED id NET.STA.LOC.CHA of [A-Za-z0-9_-] codes")
     return seed_id
 
@@ -39,7 +40,7 @@ def split_seed_id(seed_id: str) -> tuple[str, str, str, str]:
     Raises:
         InvalidSeedId: the id is malformed.
     """
-    match = _SEED_RE.match(validate_seed_id(seed_id))
+    match = _SEED_RE.fullmatch(validate_seed_id(seed_id))
     assert match is not None  # validate_seed_id guarantees it
     net, sta, loc, cha = match.groups()
     return net, sta, loc, cha
@@ -49,13 +50,17 @@ def pair_key(a: str, b: str) -> str:
     """The key fragment ``A__B`` of a pair; ids are validated and must be given in string order A < B.
 
     Raises:
-        InvalidSeedId: an id is malformed, or the ids are equal or out of order.
+        InvalidSeedId: an id is malformed, the ids are equal or out of order, or (codes may contain ``_``) the
+            key could not be split back unambiguously.
     """
     validate_seed_id(a)
     validate_seed_id(b)
+    key = f"{a}{PAIR_SEPARATOR}{b}"
     if not a < b:
-        raise InvalidSeedId(f"{a}{PAIR_SEPARATOR}{b}", "pair ids must be distinct and in string order A < B")
-    return f"{a}{PAIR_SEPARATOR}{b}"
+        raise InvalidSeedId(key, "pair ids must be distinct and in string order A < B")
+    if parse_pair_key(key) != (a, b):
+        raise InvalidSeedId(key, "ambiguous pair key (underscores next to the separator)")
+    return key
 
 
 def parse_pair_key(key: str) -> tuple[str, str]:
@@ -69,7 +74,7 @@ def parse_pair_key(key: str) -> tuple[str, str]:
     candidates = [
         (PAIR_SEPARATOR.join(parts[:i]), PAIR_SEPARATOR.join(parts[i:])) for i in range(1, len(parts))
     ]
-    valid = [c for c in candidates if _SEED_RE.match(c[0]) and _SEED_RE.match(c[1]) and c[0] < c[1]]
+    valid = [c for c in candidates if _SEED_RE.fullmatch(c[0]) and _SEED_RE.fullmatch(c[1]) and c[0] < c[1]]
     if len(valid) != 1:
         raise InvalidSeedId(repr(key), "not an unambiguous pair key A__B of two SEED ids")
     return valid[0]
