@@ -1,4 +1,4 @@
-"""Real data: one day (2010-09-01) of YA.UV05, YA.UV06, YA.UV10 HHZ at 100 Hz, shipped in the msnoise 1.6.5 wheel.
+"""Real data: a day (2010-09-01) of YA.UV05, YA.UV06, YA.UV10 HHZ at 100 Hz from the msnoise 1.6.5 wheel.
 
 The wheel is fetched once with ``pip download msnoise==1.6.5 --no-deps`` into the cache
 (``<settings.cache_dir>/msnoise``) and only its data files are extracted. The whole chain runs in-process with
