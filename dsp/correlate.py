@@ -14,8 +14,11 @@ complex64.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.fft
@@ -24,6 +27,8 @@ from dsp.errors import IncompatibleProducts
 from dsp.product import StationProduct
 from dsp.seed import pair_key
 
+T = TypeVar("T")
+R = TypeVar("R")
 DEFAULT_CHUNK = 256  # pairs per inverse-FFT batch: bounds memory (chunk * nfft * 4 bytes) and feeds progress
 
 
@@ -96,7 +101,7 @@ def correlate(
         pairs: index pairs to correlate; each is reoriented so the smaller SEED id is A. Default: all pairs.
         min_common: pairs with fewer sub-windows valid in both stations are skipped (reported in ``skipped``).
         chunk: pairs per batch.
-        workers: threads for the inverse FFT (scipy ``workers``); None uses one.
+        workers: threads working on chunks in parallel; None uses one.
 
     Yields:
         :class:`CcfBatch` objects in pair order.
@@ -112,16 +117,59 @@ def correlate(
         raise IncompatibleProducts(
             f"nfft={first.nfft} < cc_len + maxlag = {first.cc_len + maxlag}: lags would wrap"
         )
-    todo = _oriented(products, all_pairs(products) if pairs is None else pairs)
-    spectra = np.stack([p.spectra for p in products], axis=1)  # [n_sub, n_sta, n_bins]
-    counts = _common_counts(products)
-    for start in range(0, len(todo), chunk):
-        yield _batch(products, spectra, counts, todo[start : start + chunk], maxlag, min_common, workers)
+    order = sorted(range(len(products)), key=lambda k: products[k].seed_id)
+    ranked = [products[k] for k in order]  # sorted by SEED id: station index order is pair order
+    rank = {k: r for r, k in enumerate(order)}
+    by_bin = np.ascontiguousarray(np.stack([p.spectra for p in ranked]).transpose(2, 0, 1))
+    counts = _common_counts(ranked)
+    if pairs is None:
+        tasks = row_blocks(len(ranked), chunk)
+    else:
+        todo = [tuple(sorted((rank[i], rank[j]))) for i, j in pairs]
+        tasks = [_Task(todo[s : s + chunk]) for s in range(0, len(todo), chunk)]
+
+    def run(task: _Task) -> CcfBatch:
+        return _batch(ranked, by_bin, counts, task, maxlag, min_common)
+
+    # numpy's matmul and scipy's FFT release the GIL, so chunks run in parallel threads (results in order)
+    yield from ordered_map(run, tasks, workers or 1)
 
 
-def _oriented(products: Sequence[StationProduct], pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Reorient pairs so products[i].seed_id < products[j].seed_id (the sign contract depends on it)."""
-    return [(i, j) if products[i].seed_id < products[j].seed_id else (j, i) for i, j in pairs]
+@dataclass(frozen=True)
+class _Task:
+    """Pairs (a < b, by rank) to correlate together; ``rows`` marks "all pairs of rows r0..r1-1"."""
+
+    pairs: Sequence[tuple[int, ...]]
+    rows: tuple[int, int] | None = None
+
+
+def row_blocks(n: int, chunk: int) -> list[_Task]:
+    """Split all pairs of ``n`` ranked stations into blocks of whole rows of about ``chunk`` pairs."""
+    tasks, r0, count = [], 0, 0
+    for a in range(n - 1):
+        count += n - 1 - a
+        if count >= chunk or a == n - 2:
+            tasks.append(_Task([(i, j) for i in range(r0, a + 1) for j in range(i + 1, n)], (r0, a + 1)))
+            r0, count = a + 1, 0
+    return tasks
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``2 * workers`` results in flight.
+
+    Bounding the look-ahead bounds memory: each result may be tens of MB of CCFs.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _common_counts(products: Sequence[StationProduct]) -> np.ndarray:
@@ -132,48 +180,68 @@ def _common_counts(products: Sequence[StationProduct]) -> np.ndarray:
 
 def _batch(
     products: Sequence[StationProduct],
-    spectra: np.ndarray,
+    by_bin: np.ndarray,
     counts: np.ndarray,
-    pairs: list[tuple[int, int]],
+    task: _Task,
     maxlag: int,
     min_common: int,
-    workers: int | None,
 ) -> CcfBatch:
-    ia, ib = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+    ia = np.array([p[0] for p in task.pairs], dtype=np.int64)
+    ib = np.array([p[1] for p in task.pairs], dtype=np.int64)
     n_common = counts[ia, ib]
     keep = n_common >= min_common
     skipped = tuple(
         SkippedPair(products[i].seed_id, products[j].seed_id, f"{n} common valid sub-windows < {min_common}")
         for i, j, n in zip(ia[~keep], ib[~keep], n_common[~keep], strict=True)
     )
+    if task.rows is not None:
+        cross = cross_spectra_rows(by_bin, *task.rows)[keep]
+    else:
+        cross = cross_spectra(by_bin, ia[keep], ib[keep])
     ia, ib, n_common = ia[keep], ib[keep], n_common[keep]
-    cross = cross_spectra(spectra, ia, ib) / n_common[:, None].astype(np.float32)
+    cross /= n_common[:, None].astype(np.float32)
     first = products[0]
-    ccfs = spectra_to_lags(cross, first.k0, first.nfft, maxlag, workers)
+    ccfs = spectra_to_lags(cross, first.k0, first.nfft, maxlag, 1)
     names = tuple((products[i].seed_id, products[j].seed_id) for i, j in zip(ia, ib, strict=True))
     return CcfBatch(first.window, first.fs, maxlag, names, ccfs, n_common, skipped)
 
 
-def cross_spectra(spectra: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
-    """Sum over sub-windows of ``conj(F_a) F_b`` for each pair (a, b) = (ia[p], ib[p]).
+def cross_spectra_rows(by_bin: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Sub-window sums of ``conj(F_a) F_b`` for every pair ``r0 <= a < r1``, ``a < b``, row by row.
 
-    Pairs are grouped by their row ``a``; per row, one batched complex matrix product over the sub-window axis
-    handles all its partners: ``[n_bins, 1, n_sub] @ [n_bins, n_sub, m]``.
+    One batched matrix product per frequency bin over the sub-window axis gives the block of the
+    cross-spectral matrix with rows ``r0..r1-1`` and columns ``r0+1..``; only plain slices are taken from it
+    (fancy-index gathers cost as much as the product itself).
 
     Args:
-        spectra: complex64 ``[n_sub, n_sta, n_bins]`` with invalid sub-windows zeroed.
+        by_bin: complex64 ``[n_bins, n_sta, n_sub]`` with invalid sub-windows zeroed.
+        r0, r1: the row range.
+
+    Returns:
+        complex64 ``[n_pairs, n_bins]``, pairs in row-major order.
+    """
+    block = np.matmul(by_bin[:, r0:r1, :].conj(), by_bin[:, r0 + 1 :, :].transpose(0, 2, 1))
+    return np.concatenate([block[:, a - r0, a - r0 :].T for a in range(r0, r1)])
+
+
+def cross_spectra(by_bin: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Sum over sub-windows of ``conj(F_a) F_b`` for each pair (a, b) = (ia[p], ib[p]).
+
+    All pairs of the call share one batched complex matrix product over the sub-window axis, per frequency
+    bin: ``[n_bins, rows, n_sub] @ [n_bins, n_sub, cols]`` over the distinct rows ``a`` and columns ``b``
+    (a block of the cross-spectral matrix), from which the requested pairs are gathered.
+
+    Args:
+        by_bin: complex64 ``[n_bins, n_sta, n_sub]`` with invalid sub-windows zeroed.
         ia, ib: station indices of each pair.
 
     Returns:
         complex64 ``[n_pairs, n_bins]``.
     """
-    out = np.empty((ia.size, spectra.shape[2]), dtype=np.complex64)
-    by_bin = np.ascontiguousarray(spectra.transpose(2, 0, 1))  # [n_bins, n_sub, n_sta]
-    for a in np.unique(ia):
-        rows = np.flatnonzero(ia == a)
-        left = by_bin[:, :, a].conj()[:, None, :]  # [n_bins, 1, n_sub]
-        out[rows] = np.matmul(left, by_bin[:, :, ib[rows]])[:, 0, :].T
-    return out
+    rows, row_of = np.unique(ia, return_inverse=True)
+    cols, col_of = np.unique(ib, return_inverse=True)
+    block = np.matmul(by_bin[:, rows, :].conj(), by_bin[:, cols, :].transpose(0, 2, 1))
+    return np.ascontiguousarray(block[:, row_of, col_of].T)
 
 
 def spectra_to_lags(cross: np.ndarray, k0: int, nfft: int, maxlag: int, workers: int | None) -> np.ndarray:
