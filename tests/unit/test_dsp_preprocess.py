@@ -97,3 +97,23 @@ def test_off_grid_start_times_are_aligned_exactly(params: ProcessingParams, offs
     prods = [preprocess_window(obspy.Stream([t]), WINDOW, params) for t in (a, b)]
     ccf = next(correlate(prods, params.maxlag)).ccfs[0]
     assert int(np.argmax(ccf)) - params.maxlag == delay
+
+
+@pytest.mark.parametrize("fs", [50.0, 100.0, 200.0, 250.0, 1000.0])
+def test_short_antialias_filter_is_flat_where_kept_and_stops_aliases(
+    params: ProcessingParams, fs: float
+) -> None:
+    from fractions import Fraction
+
+    from scipy import signal
+
+    from dsp.conditioning import antialias_fir
+
+    ratio = Fraction(params.target_fs / fs).limit_denominator(1000)
+    up, down = ratio.numerator, ratio.denominator
+    taps = antialias_fir(fs, up, down, params)
+    assert taps is not None and taps.size % 2 == 1
+    keep = params.freqmax * (1 + params.whiten_ramp_fraction)
+    w, h = signal.freqz(taps, worN=np.linspace(0, fs * up / 2, 4000), fs=fs * up)
+    assert np.abs(np.abs(h[w <= keep]) - 1).max() < 1e-3
+    assert np.abs(h[w >= min(params.target_fs, fs) - keep]).max() < 1e-3

@@ -13,6 +13,7 @@ from xcorrflow.errors import ModeUnavailable
 from xcorrflow.inprocess import run_inprocess
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report, write_report
+from xcorrflow.tuning import tune_allocator
 
 MODES = ("streaming", "cnf", "barrier", "inprocess")
 REPORT_NAME = "report.json"
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.is_dir():
         raise ModeUnavailable(args.mode, f"input folder {args.input} does not exist")
     settings = load_settings()
+    tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.tuning)
     progress = Progress(1, label=args.mode)
     report = runner(args.input, args.output, settings, progress)
     progress.close()
