@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from obspy.geodetics import gps2dist_azimuth, kilometer2degrees
 from obspy.io.sac import SACTrace
+from obspy.io.sac import header as sac_header
 
 from dsp.product import Coordinates
 from dsp.seed import split_seed_id
@@ -66,8 +67,27 @@ def ccf_to_sac(
 def write_sac(path: Path, trace: SACTrace) -> None:
     """Write a SAC trace atomically (temporary file, then rename), so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    trace.write(str(tmp))
+    trace.write(str(tmp), flush_headers=not _flush_headers_fast(trace))
     tmp.replace(path)
+
+
+def _flush_headers_fast(trace: SACTrace) -> bool:
+    """Set npts, e, depmin, depmax, depmen with numpy; True when done, False to let ObsPy do it.
+
+    ObsPy's own flush takes min/max/mean with Python's builtins over the samples (~1 ms per 4001-sample CCF,
+    half the time of writing thousands of stacks). This uses ObsPy's header index tables, a semi-private API,
+    so any surprise falls back to the slow path.
+    """
+    data = np.asarray(trace.data)
+    try:
+        ints, floats = sac_header.INTHDRS, sac_header.FLOATHDRS
+        trace._hi[ints.index("npts")] = data.size
+        trace._hf[floats.index("e")] = trace.b + (data.size - 1) * trace.delta
+        for name, value in (("depmin", data.min()), ("depmax", data.max()), ("depmen", data.mean())):
+            trace._hf[floats.index(name)] = float(value)
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return False
+    return True
 
 
 def _set_coordinates(sac: SACTrace, ca: Coordinates | None, cb: Coordinates | None) -> None:

@@ -52,6 +52,8 @@ def test_folder_with_mixed_rates_gap_and_junk(
             sac.b == pytest.approx(-100.0) and tr.stats.delta == pytest.approx(0.05) and tr.stats.npts == 4001
         )
         assert int(np.argmax(tr.data)) - 2000 == pair["lag_samples"], key
+        assert sac.e == pytest.approx(100.0) and sac.depmax == pytest.approx(float(tr.data.max()))
+        assert sac.user0 == 1 and sac.dist > 0
         a, b = key.split("__")
         assert sac.evla == pytest.approx(truth["stations"][a]["latitude"], abs=1e-5)
         assert sac.stla == pytest.approx(truth["stations"][b]["latitude"], abs=1e-5)
