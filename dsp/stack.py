@@ -79,6 +79,12 @@ class StackBank:
         if ccfs.shape != (len(keys), self.total.shape[1]):
             raise DspError(f"CCFs of shape {ccfs.shape} do not fit a bank of {self.total.shape[1]} lags")
         rows = np.array([self._row(k) for k in keys], dtype=np.int64)
+        if np.unique(rows).size == rows.size:  # the usual case; np.add.at is ~20x slower than fancy +=
+            self.count[rows] += 1
+            self.total[rows] += ccfs
+            if self.phasors is not None:
+                self.phasors[rows] += unit_phasors(ccfs)
+            return
         np.add.at(self.count, rows, 1)
         np.add.at(self.total, rows, ccfs)
         if self.phasors is not None:

@@ -57,3 +57,10 @@ def test_bank_without_phase_refuses_pws_and_checks_shapes() -> None:
         bank.pws()
     with pytest.raises(DspError):
         bank.add(["A.A..Z__B.B..Z"], np.zeros((1, 6)))
+
+
+def test_duplicate_keys_in_one_update_are_both_counted() -> None:
+    bank = StackBank(["A.A..Z__B.B..Z"], 3, phase=False)
+    bank.add(["A.A..Z__B.B..Z", "A.A..Z__B.B..Z"], np.array([[1.0, 2, 3], [3.0, 2, 1]]))
+    assert bank.count[0] == 2
+    np.testing.assert_allclose(bank.linear()[0], [2.0, 2.0, 2.0])
