@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tuned_ok = tune_allocator()
     tuned = [bench_correlation(n, args.repeats, variants=False) for n in counts]
     pre_tuned = bench_preprocessing(8, max(2, args.repeats // 2))
-    results = {
+    results: dict[str, Any] = {
         "config": {
             "window_s": 3600,
             "fs": 20.0,
