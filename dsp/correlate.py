@@ -136,6 +136,27 @@ def correlate(
     yield from ordered_map(run, tasks, workers or 1)
 
 
+def correlate_one_to_many(
+    new: StationProduct,
+    others: Sequence[StationProduct],
+    maxlag: int,
+    *,
+    min_common: int = 1,
+    chunk: int = DEFAULT_CHUNK,
+    workers: int | None = None,
+) -> Iterator[CcfBatch]:
+    """Correlate one newly arrived product with every other product of its window (streaming mode).
+
+    Each pair is still oriented by SEED id (A < B), whichever side ``new`` is on.
+
+    Raises:
+        IncompatibleProducts: the products differ, or maxlag does not fit the FFT size.
+    """
+    everyone = [new, *others]
+    pairs = [(0, j) for j in range(1, len(everyone))]
+    yield from correlate(everyone, maxlag, pairs=pairs, min_common=min_common, chunk=chunk, workers=workers)
+
+
 @dataclass(frozen=True, eq=False)
 class _Task:
     """Pairs ``(ia[p], ib[p])`` (ranks, ia < ib) to correlate together; ``rows`` marks "all pairs of rows

@@ -120,3 +120,15 @@ def test_synthetic_pairs_peak_exactly_at_true_lag(products: list[StationProduct]
 def test_workers_do_not_change_results(products: list[StationProduct], params, workers: int) -> None:
     one = next(correlate(products, params.maxlag, workers=1)).ccfs
     np.testing.assert_allclose(next(correlate(products, params.maxlag, workers=workers)).ccfs, one, atol=1e-6)
+
+
+def test_one_to_many_orients_pairs_and_matches_all_pairs(products: list[StationProduct], params) -> None:
+    from dsp.correlate import correlate_one_to_many
+
+    whole = next(correlate(products, params.maxlag, chunk=10_000))
+    new = products[3]  # some ids sort before it, some after
+    batch = next(correlate_one_to_many(new, products[:3] + products[4:], params.maxlag, chunk=10_000))
+    assert len(batch.pairs) == len(products) - 1
+    for pair, ccf in zip(batch.pairs, batch.ccfs, strict=True):
+        assert pair[0] < pair[1] and new.seed_id in pair
+        np.testing.assert_allclose(ccf, whole.ccfs[whole.pairs.index(pair)], atol=1e-6)

@@ -65,3 +65,18 @@ def test_folder_with_mixed_rates_gap_and_junk(
 def test_pipeline_modes_say_they_need_kafka(mode: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--mode", mode, "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert "Kafka" in capsys.readouterr().err
+
+
+def test_phase_weighted_stack_mode(
+    synth_dir: Path, truth: dict, tmp_path: Path, reference_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XCORRFLOW_PROCESSING__STACK", "pws")
+    out = tmp_path / "out"
+    assert (
+        main(["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out), "--no-ccfs"])
+        == 0
+    )
+    assert not (out / "ccf").exists()
+    for key, pair in list(truth["pairs"].items())[:5]:
+        tr = obspy.read(str(out / f"{key}.sac"))[0]
+        assert tr.stats.sac.kinst == "pws" and int(np.argmax(tr.data)) - 2000 == pair["lag_samples"]
