@@ -8,6 +8,14 @@ Measures, in one run so that every figure shares the machine's current load:
   * preprocessing throughput in station-hours/s from 100 Hz input (from a Stream, and from MiniSEED bytes);
   * peak RSS.
 Every timing is the median of several repeats. Results: a table on stdout and ``bench/results/kernel.json``.
+
+Ideas measured in side experiments that did not win (us per pair, N=130, same machine, interleaved runs):
+  * cross-spectra by fancy-index gathers from one block (45-100) or one row at a time (~110) vs plain row
+    slices of a block product (17-24); a full N x N cross-spectral matrix per bin (18-150: memory bound);
+    einsum over a row (50); a loop over sub-windows (40-100); a numba loop (15: not worth the dependency);
+  * inverse FFT: polyphase split into 4 irffts of nfft/4 (105 vs 53); other 5/7-smooth sizes near 14400
+    (35-48 vs 35); numpy.fft (58 vs 46); ducc0 (30 vs 37, GPL-licensed) and pyFFTW (37-51) as backends;
+    an irfft along axis 0 to skip a transpose (~140 vs 54).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from dsp.seed import pair_key
 
 T = TypeVar("T")
 R = TypeVar("R")
+MIN_CHUNK = 64  # smaller blocks make the per-bin matrix products too thin to be efficient
 DEFAULT_CHUNK = 256  # pairs per inverse-FFT batch: bounds memory (chunk * nfft * 4 bytes) and feeds progress
 
 
@@ -101,7 +102,7 @@ def correlate(
         maxlag: largest kept lag in samples; must satisfy ``nfft >= cc_len + maxlag``.
         pairs: index pairs to correlate; each is reoriented so the smaller SEED id is A. Default: all pairs.
         min_common: pairs with fewer sub-windows valid in both stations are skipped (reported in ``skipped``).
-        chunk: pairs per batch.
+        chunk: pairs per batch (at most; with several workers, smaller so each thread gets ~4 batches).
         workers: threads working on chunks in parallel; None uses one.
 
     Yields:
@@ -123,6 +124,10 @@ def correlate(
     rank = {k: r for r, k in enumerate(order)}
     by_bin = np.ascontiguousarray(np.stack([p.spectra for p in ranked]).transpose(2, 0, 1))
     counts = _common_counts(ranked)
+    threads = workers or 1
+    if threads > 1:  # enough tasks to keep every thread busy to the end (measured: +8% at N=40)
+        n_pairs = len(pairs) if pairs is not None else len(ranked) * (len(ranked) - 1) // 2
+        chunk = max(MIN_CHUNK, min(chunk, -(-n_pairs // (4 * threads))))
     if pairs is None:
         tasks = row_blocks(len(ranked), chunk)
     else:
@@ -133,7 +138,7 @@ def correlate(
         return _batch(ranked, by_bin, counts, task, maxlag, min_common)
 
     # numpy's matmul and scipy's FFT release the GIL, so chunks run in parallel threads (results in order)
-    yield from ordered_map(run, tasks, workers or 1)
+    yield from ordered_map(run, tasks, threads)
 
 
 def correlate_one_to_many(
