@@ -1,0 +1,42 @@
+"""The run report (DESIGN.md §7), shared by every run mode.
+
+``report.json`` holds at least ``mode, stations, windows, pairs, first_result_s, makespan_s, dead_letters``,
+plus what was skipped and why, stage timings, the output locations and the settings used (secrets masked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Report:
+    """What a run did. ``first_result_s`` counts from the run start to the first persisted pair result."""
+
+    mode: str
+    stations: int = 0
+    windows: int = 0
+    pairs: int = 0
+    first_result_s: float | None = None
+    makespan_s: float = 0.0
+    dead_letters: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def write_report(path: Path, report: Report) -> None:
+    """Write ``report.json`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    os.replace(tmp, path)
