@@ -134,9 +134,7 @@ def kernel_profile(products: Sequence[StationProduct], maxlag: int, repeats: int
     crosses = [cross_spectra_rows(by_bin, r0, r1) for r0, r1 in blocks]
     n_pairs, first = sum(c.shape[0] for c in crosses), products[0]
     t_cross = median_time(lambda: [cross_spectra_rows(by_bin, r0, r1) for r0, r1 in blocks], repeats)
-    t_fft = median_time(
-        lambda: [spectra_to_lags(c, first.k0, first.nfft, maxlag, 1) for c in crosses], repeats
-    )
+    t_fft = median_time(lambda: [spectra_to_lags(c, first.k0, first.nfft, maxlag, 1) for c in crosses], repeats)
     return {"cross_spectra_us_per_pair": 1e6 * t_cross / n_pairs, "irfft_us_per_pair": 1e6 * t_fft / n_pairs}
 
 
@@ -157,9 +155,7 @@ def bench_correlation(n: int, repeats: int, variants: bool) -> dict[str, Any]:
     products = make_products(n, REFERENCE)
     maxlag, n_pairs = REFERENCE.maxlag, n * (n - 1) // 2
     reference = baseline_per_pair(products, maxlag)
-    runs: dict[str, Callable[[], np.ndarray]] = {
-        "baseline_per_pair_numpy": lambda: baseline_per_pair(products, maxlag)
-    }
+    runs: dict[str, Callable[[], np.ndarray]] = {"baseline_per_pair_numpy": lambda: baseline_per_pair(products, maxlag)}
     if variants:
         runs["band_bins_per_pair"] = lambda: band_per_pair(products, maxlag)
         runs["row_wise_einsum"] = lambda: row_wise(products, maxlag)
@@ -179,9 +175,7 @@ def bench_correlation(n: int, repeats: int, variants: bool) -> dict[str, Any]:
     out["profile"] = {k: round(v, 2) for k, v in kernel_profile(products, maxlag, repeats).items()}
     best = max((k for k in out["pairs_per_s"] if k.startswith("kernel")), key=lambda k: out["pairs_per_s"][k])
     out["best_kernel"] = best
-    out["speedup_vs_baseline"] = round(
-        out["pairs_per_s"][best] / out["pairs_per_s"]["baseline_per_pair_numpy"], 2
-    )
+    out["speedup_vs_baseline"] = round(out["pairs_per_s"][best] / out["pairs_per_s"]["baseline_per_pair_numpy"], 2)
     return out
 
 
@@ -195,9 +189,7 @@ def bench_preprocessing(stations: int, repeats: int) -> dict[str, Any]:
         tr_int.data = np.round(tr.data * 1000).astype(np.int32)
         tr_int.write(buf, format="MSEED", encoding="STEIM2", reclen=4096)
         blobs.append(buf.getvalue())
-    t_stream = median_time(
-        lambda: [preprocess_window(obspy.Stream([tr]), WINDOW, REFERENCE) for tr in traces], repeats
-    )
+    t_stream = median_time(lambda: [preprocess_window(obspy.Stream([tr]), WINDOW, REFERENCE) for tr in traces], repeats)
     t_bytes = median_time(lambda: [preprocess_bytes([b], WINDOW, REFERENCE) for b in blobs], repeats)
     return {
         "input_fs": 100.0,
@@ -240,9 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.kernel", description=__doc__.splitlines()[0])
     parser.add_argument("--stations", default="40,130", help="station counts (default %(default)s)")
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="repeats per timing (median; default %(default)s)"
-    )
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per timing (median; default %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default %(default)s)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.stations.split(",")]
@@ -271,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tuned_allocator": tuned,
         "allocator_tuning_applied": tuned_ok,
         "correlation": [
-            max((d, t), key=lambda r: r["pairs_per_s"][r["best_kernel"]])
-            for d, t in zip(default, tuned, strict=True)
+            max((d, t), key=lambda r: r["pairs_per_s"][r["best_kernel"]]) for d, t in zip(default, tuned, strict=True)
         ],
         "preprocessing_default_allocator": pre_default,
         "preprocessing": pre_tuned,

@@ -162,9 +162,7 @@ def condition(stream: obspy.Stream, t_w0: float, params: ProcessingParams, sourc
     return Conditioned(y, float(phase) * params.target_fs / fs, gap, fs, steps)
 
 
-def _steps(
-    params: ProcessingParams, fs: float, up: int, down: int, coverage: float
-) -> tuple[dict[str, Any], ...]:
+def _steps(params: ProcessingParams, fs: float, up: int, down: int, coverage: float) -> tuple[dict[str, Any], ...]:
     """Provenance of :func:`condition`, one entry per step with its parameters."""
     return (
         {"step": "grid", "fill": 0.0, "input_fs": fs, "coverage": round(coverage, 6)},

@@ -116,9 +116,7 @@ def correlate(
         return
     first = products[0]
     if first.nfft < first.cc_len + maxlag:
-        raise IncompatibleProducts(
-            f"nfft={first.nfft} < cc_len + maxlag = {first.cc_len + maxlag}: lags would wrap"
-        )
+        raise IncompatibleProducts(f"nfft={first.nfft} < cc_len + maxlag = {first.cc_len + maxlag}: lags would wrap")
     order = sorted(range(len(products)), key=lambda k: products[k].seed_id)
     ranked = [products[k] for k in order]  # sorted by SEED id: station index order is pair order
     rank = {k: r for r, k in enumerate(order)}

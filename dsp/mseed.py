@@ -120,9 +120,6 @@ def resample_ratio(fs: float, params: ProcessingParams, source: str) -> tuple[in
     if fs / 2 <= params.freqmax:
         raise UnsupportedSamplingRate(source, f"{fs} Hz cannot carry the band up to {params.freqmax} Hz")
     ratio = Fraction(params.target_fs / fs).limit_denominator(MAX_RATIO_TERM)
-    if (
-        ratio.numerator > MAX_RATIO_TERM
-        or abs(float(ratio) * fs - params.target_fs) > 1e-9 * params.target_fs
-    ):
+    if ratio.numerator > MAX_RATIO_TERM or abs(float(ratio) * fs - params.target_fs) > 1e-9 * params.target_fs:
         raise UnsupportedSamplingRate(source, f"{fs} Hz has no exact rational ratio to {params.target_fs} Hz")
     return ratio.numerator, ratio.denominator

@@ -96,9 +96,7 @@ def preprocess_stream(
         try:
             yield (
                 wid,
-                preprocess_window(
-                    stream, wid, params, source=source, coordinates=coordinates, sources=sources
-                ),
+                preprocess_window(stream, wid, params, source=source, coordinates=coordinates, sources=sources),
             )
         except DspError as exc:
             yield wid, exc
@@ -132,9 +130,7 @@ def preprocess_bytes(
     return preprocess_window(stream, window, params, source=label, coordinates=coordinates, sources=names)
 
 
-def _spectral_steps(
-    params: ProcessingParams, nfft: int, frac: float, n_valid: int, n: int
-) -> list[dict[str, Any]]:
+def _spectral_steps(params: ProcessingParams, nfft: int, frac: float, n_valid: int, n: int) -> list[dict[str, Any]]:
     k0, weights = band_bins(params, nfft)
     return [
         {
@@ -156,9 +152,7 @@ def _spectral_steps(
     ]
 
 
-def provenance(
-    params: ProcessingParams, steps: Sequence[dict[str, Any]], sources: Sequence[str]
-) -> dict[str, Any]:
+def provenance(params: ProcessingParams, steps: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
     """Provenance record: each step with its parameters, the full parameter set, inputs, software versions."""
     return {
         "steps": list(steps),

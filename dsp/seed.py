@@ -71,9 +71,7 @@ def parse_pair_key(key: str) -> tuple[str, str]:
     """
     parts = key.split(PAIR_SEPARATOR)
     # "__" can occur inside a code (underscores are allowed), so accept only an unambiguous split.
-    candidates = [
-        (PAIR_SEPARATOR.join(parts[:i]), PAIR_SEPARATOR.join(parts[i:])) for i in range(1, len(parts))
-    ]
+    candidates = [(PAIR_SEPARATOR.join(parts[:i]), PAIR_SEPARATOR.join(parts[i:])) for i in range(1, len(parts))]
     valid = [c for c in candidates if _SEED_RE.fullmatch(c[0]) and _SEED_RE.fullmatch(c[1]) and c[0] < c[1]]
     if len(valid) != 1:
         raise InvalidSeedId(repr(key), "not an unambiguous pair key A__B of two SEED ids")

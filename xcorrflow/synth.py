@@ -93,9 +93,7 @@ def layout(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, dict[str, An
     """Station ids, positions, rates and arrival times (whole target samples) of the plane wave."""
     xy = rng.uniform(-cfg.aperture_km / 2, cfg.aperture_km / 2, size=(cfg.stations, 2))
     azimuth = rng.uniform(0, 360)
-    slowness = (
-        np.array([math.sin(math.radians(azimuth)), math.cos(math.radians(azimuth))]) / cfg.velocity_km_s
-    )
+    slowness = np.array([math.sin(math.radians(azimuth)), math.cos(math.radians(azimuth))]) / cfg.velocity_km_s
     arrivals = np.round(xy @ slowness * cfg.target_fs) / cfg.target_fs
     lat0, lon0 = cfg.origin
     stations = {}

@@ -74,9 +74,7 @@ def test_other_format_or_version_is_rejected(products: list[StationProduct]) -> 
 
 def test_pickles_and_foreign_members_are_rejected() -> None:
     buf = io.BytesIO()
-    np.savez(
-        buf, header=np.frombuffer(b'{"format":"xcorrflow.product","version":1}', np.uint8), x=np.array([{}])
-    )
+    np.savez(buf, header=np.frombuffer(b'{"format":"xcorrflow.product","version":1}', np.uint8), x=np.array([{}]))
     with pytest.raises(CorruptProduct):
         decode_product(buf.getvalue())
     buf = io.BytesIO()

@@ -63,9 +63,7 @@ def test_gap_marks_subwindows_invalid_not_zero_filled(params: ProcessingParams) 
 
 
 def test_provenance_lists_every_step_with_parameters(params: ProcessingParams) -> None:
-    product = preprocess_window(
-        obspy.Stream([noise_trace(3600, 50.0, 3)]), WINDOW, params, sources=["a.mseed"]
-    )
+    product = preprocess_window(obspy.Stream([noise_trace(3600, 50.0, 3)]), WINDOW, params, sources=["a.mseed"])
     steps = {s["step"]: s for s in product.provenance["steps"]}
     assert steps["resample"]["up"] == 2 and steps["resample"]["down"] == 5
     assert steps["bandpass"]["freqmin"] == params.freqmin and steps["normalize"]["method"] == "ram"
@@ -100,9 +98,7 @@ def test_off_grid_start_times_are_aligned_exactly(params: ProcessingParams, offs
 
 
 @pytest.mark.parametrize("fs", [50.0, 100.0, 200.0, 250.0, 1000.0])
-def test_short_antialias_filter_is_flat_where_kept_and_stops_aliases(
-    params: ProcessingParams, fs: float
-) -> None:
+def test_short_antialias_filter_is_flat_where_kept_and_stops_aliases(params: ProcessingParams, fs: float) -> None:
     from fractions import Fraction
 
     from scipy import signal

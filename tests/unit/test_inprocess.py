@@ -41,16 +41,11 @@ def test_folder_with_mixed_rates_gap_and_junk(
     assert (report["mode"], report["stations"], report["windows"], report["pairs"]) == ("inprocess", 6, 1, 15)
     assert 0 < report["first_result_s"] <= report["makespan_s"]
     assert {Path(d["source"]).name for d in report["dead_letters"]} == {"README.txt", "broken.mseed"}
-    assert (
-        report["config"]["processing"]["cc_len_s"] == 600
-        and report["config"]["s3_secret_key"] == "**********"
-    )
+    assert report["config"]["processing"]["cc_len_s"] == 600 and report["config"]["s3_secret_key"] == "**********"
     for key, pair in truth["pairs"].items():
         tr = obspy.read(str(out / f"{key}.sac"))[0]
         sac = tr.stats.sac
-        assert (
-            sac.b == pytest.approx(-100.0) and tr.stats.delta == pytest.approx(0.05) and tr.stats.npts == 4001
-        )
+        assert sac.b == pytest.approx(-100.0) and tr.stats.delta == pytest.approx(0.05) and tr.stats.npts == 4001
         assert int(np.argmax(tr.data)) - 2000 == pair["lag_samples"], key
         assert sac.e == pytest.approx(100.0) and sac.depmax == pytest.approx(float(tr.data.max()))
         assert sac.user0 == 1 and sac.dist > 0
@@ -72,10 +67,7 @@ def test_phase_weighted_stack_mode(
 ) -> None:
     monkeypatch.setenv("XCORRFLOW_PROCESSING__STACK", "pws")
     out = tmp_path / "out"
-    assert (
-        main(["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out), "--no-ccfs"])
-        == 0
-    )
+    assert main(["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out), "--no-ccfs"]) == 0
     assert not (out / "ccf").exists()
     for key, pair in list(truth["pairs"].items())[:5]:
         tr = obspy.read(str(out / f"{key}.sac"))[0]

@@ -69,9 +69,7 @@ def test_real_day_of_three_stations(tmp_path: Path) -> None:
         tr = obspy.read(str(sac))[0]
         lag, ratio = snr(tr.data, 1 / tr.stats.delta)
         results[sac.stem] = {"peak_lag_s": lag, "snr": round(ratio, 2), "windows": int(tr.stats.sac.user0)}
-        print(
-            f"{sac.stem}: peak at {lag:+.2f} s, SNR {ratio:.1f} over {results[sac.stem]['windows']} windows"
-        )
+        print(f"{sac.stem}: peak at {lag:+.2f} s, SNR {ratio:.1f} over {results[sac.stem]['windows']} windows")
     (tmp_path / "realdata.json").write_text(json.dumps(results, indent=1))
     assert len(results) == 3
     for key, r in results.items():

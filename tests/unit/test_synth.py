@@ -24,9 +24,7 @@ def _digest(folder: Path) -> str:
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        assert (
-            main(["synth", str(tmp_path / name), "--stations", "3", "--hours", "1", "--seed", str(seed)]) == 0
-        )
+        assert main(["synth", str(tmp_path / name), "--stations", "3", "--hours", "1", "--seed", str(seed)]) == 0
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
 
 

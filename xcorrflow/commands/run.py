@@ -40,9 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     env_flag(p, "--input", "XCORRFLOW_RUN_INPUT", None, "folder of MiniSEED files", Path)
     env_flag(p, "--output", "XCORRFLOW_RUN_OUTPUT", None, "output folder", Path)
-    p.add_argument(
-        "--no-ccfs", action="store_true", help="do not keep per-window CCFs (OUT/ccf/<window>.npz)"
-    )
+    p.add_argument("--no-ccfs", action="store_true", help="do not keep per-window CCFs (OUT/ccf/<window>.npz)")
     env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "threads for the kernel's inverse FFTs", int)
     p.set_defaults(func=run)
 
@@ -59,9 +57,7 @@ def runner_for(mode: str, *, keep_ccfs: bool = True, workers: int | None = None)
             return run_inprocess(inp, out, settings, progress, keep_ccfs=keep_ccfs, workers=workers)
 
         return inprocess
-    raise ModeUnavailable(
-        mode, "it needs the Kafka pipeline (make up); use --mode inprocess to run without it"
-    )
+    raise ModeUnavailable(mode, "it needs the Kafka pipeline (make up); use --mode inprocess to run without it")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,259 @@
+"""``xcorrflow ingest``: raw MiniSEED from a folder (or an S3 prefix) into the store, announced on Kafka.
+
+Each (station, window) becomes one raw object ``<ns>raw/<window>/<SEED id>.mseed``: a file that lies inside
+one window is uploaded byte for byte; files that span windows (day files) or share one (split hours) are cut
+and merged first. Every object is announced by a RawFileArrived event (key: station) *after* it is durable,
+and each window by one DirectoryExpected (its station count) on the files topic, so the commit broker knows
+the CnF count. Unreadable files become dead letters with their reason; the rest goes on.
+
+Order of one station-window: put the object (conditional, idempotent) → produce RawFileArrived. The whole run
+ends with a flush, so when ``ingest`` returns every announcement is in Kafka.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import obspy
+from confluent_kafka import Producer
+
+from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcnow
+from contracts.kafka import produce_event, producer_config
+from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
+from contracts.settings import Settings, TopicNames
+from dsp.windows import window_start
+from producers.errors import ProducersError
+from producers.inventory import Inventory, RawItem, load_stream, scan_folder
+from storage import ObjectStore
+from storage.keys import prep_key, raw_key
+
+log = logging.getLogger(__name__)
+SERVICE = "ingest"
+
+
+class IngestError(ProducersError):
+    """The input cannot be ingested at all (missing folder, nothing readable)."""
+
+
+@dataclass(frozen=True)
+class RawObject:
+    """One station-window of raw data, ready to upload."""
+
+    window: str
+    seed_id: str
+    items: tuple[RawItem, ...]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest pass did."""
+
+    objects: int = 0
+    windows: list[str] = field(default_factory=list)
+    stations: list[str] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    first_arrival: float | None = None
+    last_arrival: float | None = None
+
+
+def plan(inventory: Inventory) -> list[RawObject]:
+    """One raw object per (window, SEED id), in time order."""
+    return [
+        RawObject(window, seed_id, tuple(items))
+        for window, stations in inventory.by_window().items()
+        for seed_id, items in sorted(stations.items())
+    ]
+
+
+def raw_bytes(obj: RawObject, window_s: float) -> bytes:
+    """The MiniSEED bytes of one station-window: the file itself when it lies inside the window, else a cut.
+
+    Raises:
+        OSError, DspError: a file vanished or changed since it was scanned.
+    """
+    if len(obj.items) == 1 and obj.items[0].windows == (obj.window,):
+        return Path(obj.items[0].source).read_bytes()
+    stream = load_stream(obj.items)
+    t0 = obspy.UTCDateTime(window_start(obj.window, window_s))
+    # End exclusive: the sample at t0 + window_s belongs to the next window.
+    stream.trim(t0, t0 + window_s - 1e-6, nearest_sample=False)
+    stream.merge(method=1)
+    stream = stream.split()  # masked gaps cannot be written; keep the segments
+    if not stream:
+        raise OSError(f"no samples of {obj.seed_id} fall inside window {obj.window}")
+    buf = io.BytesIO()
+    stream.write(buf, format="MSEED")
+    return buf.getvalue()
+
+
+class Ingestor:
+    """Uploads raw objects and announces them."""
+
+    def __init__(self, settings: Settings, topics: TopicNames, store: ObjectStore) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.store = store
+        self.ns = settings.key_prefix
+        self.producer = Producer(producer_config(settings))
+
+    def ingest_inventory(
+        self,
+        inventory: Inventory,
+        *,
+        spread_s: float = 0.0,
+        shuffle_seed: int | None = None,
+        expected: int | None = None,
+        on_object: Callable[[RawObject], None] | None = None,
+    ) -> IngestReport:
+        """Upload and announce everything an inventory holds.
+
+        Args:
+            inventory: the scanned input.
+            spread_s: spread the arrivals evenly over this many seconds (a live feed); 0 = as fast as possible.
+            shuffle_seed: arrival order shuffled with this seed (None: time, then station order).
+            expected: station count to announce per window (default: the stations that window has).
+            on_object: called after each object is announced (progress).
+        """
+        report = IngestReport(windows=inventory.windows(), stations=inventory.seed_ids())
+        for letter in inventory.dead_letters:
+            self._dead_letter(letter.source, letter.reason, report)
+        objects = plan(inventory)
+        self._announce_windows(objects, expected)
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(objects)
+        coordinates = {s: inventory.coordinates_of(s) for s in report.stations}
+        for obj, due in zip(objects, _schedule(len(objects), spread_s), strict=True):
+            delay = due - time.monotonic()
+            if delay > 0:
+                self.producer.poll(0)
+                time.sleep(delay)
+            self._ingest_one(obj, coordinates.get(obj.seed_id), report)
+            if on_object is not None:
+                on_object(obj)
+        self.flush()
+        return report
+
+    def _announce_windows(self, objects: list[RawObject], expected: int | None) -> None:
+        counts: dict[str, int] = {}
+        for obj in objects:
+            counts[obj.window] = counts.get(obj.window, 0) + 1
+        for window, count in sorted(counts.items()):
+            directory = f"{self.ns}prep/{window}/"
+            event = DirectoryExpected(directory=directory, n_files=expected or count)
+            produce_event(self.producer, self.topics.files, directory, event)
+            EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
+
+    def _ingest_one(self, obj: RawObject, coords: object, report: IngestReport) -> None:
+        sources = ", ".join(item.source for item in obj.items)
+        try:
+            data = raw_bytes(obj, self.settings.processing.window_s)
+            key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
+            self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+        except Exception as exc:  # one station-window never sinks the ingest; the reason goes to the DLQ
+            self._dead_letter(sources, f"{type(exc).__name__}: {exc}", report)
+            return
+        now = time.time()
+        report.first_arrival = report.first_arrival or now
+        report.last_arrival = now
+        report.objects += 1
+        event = RawFileArrived(
+            key=key,
+            station=obj.seed_id,
+            window=obj.window,
+            size=len(data),
+            source=sources,
+            prep_directory=f"{self.ns}prep/{obj.window}/",
+            arrived_at=utcnow(),
+            coordinates=coords.to_dict() if coords is not None else None,  # type: ignore[attr-defined]
+        )
+        produce_event(self.producer, self.topics.raw, obj.seed_id, event)
+        EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
+
+    def _dead_letter(self, source: str, reason: str, report: IngestReport) -> None:
+        letter = DeadLetter(reason=reason, service=SERVICE, source=source)
+        report.dead_letters.append(letter)
+        DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":")[0][:60]).inc()
+        log.warning("dead letter: %s: %s", source, reason)
+        produce_event(self.producer, self.topics.dlq, source[:200], letter)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every announcement is acknowledged by Kafka.
+
+        Raises:
+            IngestError: some messages could not be delivered in time.
+        """
+        left = self.producer.flush(timeout)
+        if left:
+            raise IngestError(f"{left} announcements were not delivered to Kafka within {timeout:.0f} s")
+
+
+def _schedule(n: int, spread_s: float) -> Iterator[float]:
+    """Monotonic due times of n arrivals spread evenly over ``spread_s`` seconds from now."""
+    t0 = time.monotonic()
+    step = spread_s / max(n - 1, 1) if spread_s > 0 else 0.0
+    return (t0 + i * step for i in range(n))
+
+
+def ingest_folder(
+    settings: Settings, topics: TopicNames, store: ObjectStore, folder: str | Path, **options: object
+) -> IngestReport:
+    """Scan ``folder`` and ingest it (see :meth:`Ingestor.ingest_inventory` for the options).
+
+    Raises:
+        IngestError: the folder does not exist.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise IngestError(f"input folder {folder} does not exist or is not a directory")
+    inventory = scan_folder(path, settings.processing)
+    return Ingestor(settings, topics, store).ingest_inventory(inventory, **options)  # type: ignore[arg-type]
+
+
+def follow_folder(
+    settings: Settings,
+    topics: TopicNames,
+    store: ObjectStore,
+    folder: str | Path,
+    *,
+    stop: Callable[[], bool],
+    poll_s: float = 2.0,
+    expected: int | None = None,
+) -> Iterable[IngestReport]:
+    """Keep watching ``folder``: every file whose size is stable for one poll is ingested once.
+
+    Yields:
+        One report per pass that found new files.
+    """
+    path = Path(folder)
+    seen: dict[Path, int] = {}
+    done: set[Path] = set()
+    ingestor = Ingestor(settings, topics, store)
+    while not stop():
+        sizes = {p: p.stat().st_size for p in path.rglob("*") if p.is_file() and p not in done}
+        stable = [p for p, size in sizes.items() if seen.get(p) == size]
+        seen = sizes
+        if stable:
+            inventory = _scan_files(stable, path, settings)
+            done.update(stable)
+            yield ingestor.ingest_inventory(inventory, expected=expected)
+        time.sleep(poll_s)
+
+
+def _scan_files(files: list[Path], root: Path, settings: Settings) -> Inventory:
+    """An inventory of some files of a folder (the station metadata of the whole folder is kept)."""
+    full = scan_folder(root, settings.processing)
+    wanted = {str(f) for f in files}
+    items = tuple(i for i in full.items if i.source in wanted)
+    dead = tuple(d for d in full.dead_letters if d.source in wanted)
+    return Inventory(items, dead, full.coordinates)
+
+
+def product_key_for(settings: Settings, window: str, seed_id: str) -> str:
+    """The product key of a station-window under the settings' namespace."""
+    return f"{settings.key_prefix}{prep_key(window, seed_id, 'npz')}"
