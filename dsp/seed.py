@@ -6,18 +6,12 @@ can never make a key that escapes its prefix (no ``/``, ``..``, spaces or contro
 
 from __future__ import annotations
 
-import re
-
+from contracts.ids import PAIR_SEPARATOR, pair_problem, seed_id_problem, split_pair
 from dsp.errors import InvalidSeedId
-
-_CODE = r"[A-Za-z0-9_-]"
-# NET and STA and CHA must be non-empty; LOC may be empty ("NET.STA..CHA").
-_SEED_RE = re.compile(rf"^({_CODE}{{1,8}})\.({_CODE}{{1,8}})\.({_CODE}{{0,8}})\.({_CODE}{{1,8}})$")
-PAIR_SEPARATOR = "__"
 
 
 def validate_seed_id(seed_id: str) -> str:
-    """Check that ``seed_id`` is ``NET.STA.LOC.CHA`` made of ``[A-Za-z0-9_-]`` (LOC may be empty).
+    """Check that ``seed_id`` is ``NET.STA.LOC.CHA`` (see :func:`contracts.ids.seed_id_problem`).
 
     Args:
         seed_id: the candidate id, e.g. ``"YA.UV05.00.HHZ"``.
@@ -28,9 +22,9 @@ def validate_seed_id(seed_id: str) -> str:
     Raises:
         InvalidSeedId: the id has the wrong shape or a forbidden character.
     """
-    # fullmatch, not match: "$" would accept a trailing newline
-    if not isinstance(seed_id, str) or not _SEED_RE.fullmatch(seed_id):
-        raise InvalidSeedId(repr(seed_id), "not a SEED id NET.STA.LOC.CHA of [A-Za-z0-9_-] codes")
+    problem = seed_id_problem(seed_id)
+    if problem:
+        raise InvalidSeedId(repr(seed_id), problem)
     return seed_id
 
 
@@ -40,9 +34,7 @@ def split_seed_id(seed_id: str) -> tuple[str, str, str, str]:
     Raises:
         InvalidSeedId: the id is malformed.
     """
-    match = _SEED_RE.fullmatch(validate_seed_id(seed_id))
-    assert match is not None  # validate_seed_id guarantees it
-    net, sta, loc, cha = match.groups()
+    net, sta, loc, cha = validate_seed_id(seed_id).split(".")
     return net, sta, loc, cha
 
 
@@ -50,17 +42,12 @@ def pair_key(a: str, b: str) -> str:
     """The key fragment ``A__B`` of a pair; ids are validated and must be given in string order A < B.
 
     Raises:
-        InvalidSeedId: an id is malformed, the ids are equal or out of order, or (codes may contain ``_``) the
-            key could not be split back unambiguously.
+        InvalidSeedId: an id is malformed, or the ids are equal or out of order.
     """
-    validate_seed_id(a)
-    validate_seed_id(b)
-    key = f"{a}{PAIR_SEPARATOR}{b}"
-    if not a < b:
-        raise InvalidSeedId(key, "pair ids must be distinct and in string order A < B")
-    if parse_pair_key(key) != (a, b):
-        raise InvalidSeedId(key, "ambiguous pair key (underscores next to the separator)")
-    return key
+    problem = pair_problem(a, b)
+    if problem:
+        raise InvalidSeedId(f"{a}{PAIR_SEPARATOR}{b}", problem)
+    return f"{a}{PAIR_SEPARATOR}{b}"
 
 
 def parse_pair_key(key: str) -> tuple[str, str]:
@@ -69,10 +56,7 @@ def parse_pair_key(key: str) -> tuple[str, str]:
     Raises:
         InvalidSeedId: the key is not two valid ids in order.
     """
-    parts = key.split(PAIR_SEPARATOR)
-    # "__" can occur inside a code (underscores are allowed), so accept only an unambiguous split.
-    candidates = [(PAIR_SEPARATOR.join(parts[:i]), PAIR_SEPARATOR.join(parts[i:])) for i in range(1, len(parts))]
-    valid = [c for c in candidates if _SEED_RE.fullmatch(c[0]) and _SEED_RE.fullmatch(c[1]) and c[0] < c[1]]
-    if len(valid) != 1:
-        raise InvalidSeedId(repr(key), "not an unambiguous pair key A__B of two SEED ids")
-    return valid[0]
+    pair = split_pair(key)
+    if pair is None:
+        raise InvalidSeedId(repr(key), "not a pair key A__B of two SEED ids with A < B")
+    return pair

@@ -7,13 +7,12 @@ length, assigns a sample to the same window without coordination.
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 
+from contracts.ids import WINDOW_FORMAT, window_id_problem
 from dsp.errors import InvalidWindowId
 
-_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
-_FORMAT = "%Y%m%dT%H%M%SZ"
+_FORMAT = WINDOW_FORMAT
 
 
 def window_start_of(t: float, window_s: float) -> float:
@@ -45,12 +44,10 @@ def window_start(wid: str, window_s: float | None = None) -> float:
     Raises:
         InvalidWindowId: the id is malformed, not a real date, or not aligned.
     """
-    if not isinstance(wid, str) or not _ID_RE.match(wid):
-        raise InvalidWindowId(repr(wid), "not a window id YYYYMMDDTHHMMSSZ")
-    try:
-        start = datetime.strptime(wid, _FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError as exc:
-        raise InvalidWindowId(wid, f"not a valid UTC date: {exc}") from exc
+    problem = window_id_problem(wid)
+    if problem:
+        raise InvalidWindowId(repr(wid), problem)
+    start = datetime.strptime(wid, _FORMAT).replace(tzinfo=UTC).timestamp()
     if window_s is not None and start % window_s != 0:
         raise InvalidWindowId(wid, f"not aligned to a multiple of window_s={window_s} s since the epoch")
     return start

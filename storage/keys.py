@@ -19,8 +19,8 @@ derived from them is correct by construction.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
+from contracts.ids import PAIR_SEPARATOR, pair_problem, seed_id_problem, split_pair, window_id_problem
 from storage.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
@@ -28,13 +28,8 @@ MAX_SEGMENT_BYTES = 200  # NAME_MAX is 255; room is left for '.meta-<name>.json'
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
-# NET.STA.LOC.CHA, LOC may be empty. Up to 8 characters per part (FDSN source identifiers allow that much).
-_SEED_PART = r"[A-Za-z0-9_-]"
-_SEED_ID = re.compile(rf"{_SEED_PART}{{1,8}}\.{_SEED_PART}{{1,8}}\.{_SEED_PART}{{0,8}}\.{_SEED_PART}{{1,8}}")
-_WINDOW_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # not \d: it matches non-ASCII digits too
 _EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-PAIR_SEPARATOR = "__"
 
 RAW_PREFIX = "raw/"
 PREP_PREFIX = "prep/"
@@ -145,45 +140,26 @@ def join(prefix: str, *parts: str) -> str:
 
 
 def validate_seed_id(seed_id: str) -> str:
-    """Check a SEED id ``NET.STA.LOC.CHA`` (LOC may be empty).
-
-    Besides the charset, an id may not start or end with ``_`` nor contain ``__``, so that a pair name
-    ``A__B`` always splits one way.
-
-    Args:
-        seed_id: e.g. ``"YA.UV05..HHZ"``.
-
-    Returns:
-        The id, unchanged.
+    """Check a SEED id ``NET.STA.LOC.CHA`` (the grammar of :mod:`contracts.ids`).
 
     Raises:
         InvalidKey: the id is malformed.
     """
-    if not isinstance(seed_id, str) or not _SEED_ID.fullmatch(seed_id):
-        raise InvalidKey(str(seed_id), "not a SEED id NET.STA.LOC.CHA with [A-Za-z0-9_-] parts")
-    if PAIR_SEPARATOR in seed_id or seed_id.startswith("_") or seed_id.endswith("_"):
-        raise InvalidKey(seed_id, "a SEED id may not contain '__' or start/end with '_' (pair names use '__')")
+    problem = seed_id_problem(seed_id)
+    if problem:
+        raise InvalidKey(str(seed_id), problem)
     return seed_id
 
 
 def validate_window_id(window_id: str) -> str:
     """Check a window id ``YYYYMMDDTHHMMSSZ`` that is also a real UTC instant.
 
-    Args:
-        window_id: e.g. ``"20100901T000000Z"``.
-
-    Returns:
-        The id, unchanged.
-
     Raises:
         InvalidKey: wrong shape or impossible date/time.
     """
-    if not isinstance(window_id, str) or not _WINDOW_ID.fullmatch(window_id):
-        raise InvalidKey(str(window_id), "not a window id YYYYMMDDTHHMMSSZ")
-    try:
-        datetime.strptime(window_id, "%Y%m%dT%H%M%SZ")
-    except ValueError as exc:
-        raise InvalidKey(window_id, f"not a real date/time: {exc}") from exc
+    problem = window_id_problem(window_id)
+    if problem:
+        raise InvalidKey(str(window_id), problem)
     return window_id
 
 
@@ -215,10 +191,9 @@ def pair_name(a: str, b: str) -> str:
     Raises:
         InvalidKey: an id is invalid, or A >= B.
     """
-    validate_seed_id(a)
-    validate_seed_id(b)
-    if not a < b:
-        raise InvalidKey(f"{a}{PAIR_SEPARATOR}{b}", "a pair needs A < B in string order")
+    problem = pair_problem(a, b)
+    if problem:
+        raise InvalidKey(f"{a}{PAIR_SEPARATOR}{b}", problem)
     return f"{a}{PAIR_SEPARATOR}{b}"
 
 
@@ -228,11 +203,10 @@ def parse_pair(name: str) -> tuple[str, str]:
     Raises:
         InvalidKey: the name is not a valid ordered pair.
     """
-    a, sep, b = name.partition(PAIR_SEPARATOR)
-    if not sep:
-        raise InvalidKey(name, "a pair name is A__B")
-    pair_name(a, b)
-    return a, b
+    pair = split_pair(name)
+    if pair is None:
+        raise InvalidKey(name, "not a pair name A__B of two SEED ids with A < B")
+    return pair
 
 
 # --- layout (DESIGN.md §5) ----------------------------------------------------------------------------------
