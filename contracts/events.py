@@ -67,7 +67,6 @@ class RawFileArrived(_Event):
     size: int = Field(ge=0, description="object size in bytes")
     arrived_at: str = Field(default_factory=utcnow, description="when ingest saw the data (ISO 8601)")
     source: str = Field("", description="where the data came from (local path or URL), for dead letters")
-    prep_directory: str = Field("", description="directory the product goes to (prep/<window>/ under a namespace)")
     coordinates: dict[str, float] | None = Field(
         None, description="station position when known: latitude, longitude (degrees), elevation_m"
     )

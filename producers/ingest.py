@@ -16,7 +16,7 @@ import io
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,20 @@ from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcn
 from contracts.kafka import produce_event, producer_config
 from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
 from contracts.settings import Settings, TopicNames
+from dsp.errors import DspError
 from dsp.windows import window_start
 from producers.errors import ProducersError
-from producers.inventory import Inventory, RawItem, load_stream, scan_folder
+from producers.inventory import DeadLetter as InventoryDeadLetter
+from producers.inventory import (
+    Inventory,
+    RawItem,
+    is_input,
+    is_metadata,
+    load_stream,
+    scan_file,
+    scan_folder,
+    scan_metadata,
+)
 from storage import ObjectStore
 from storage.keys import prep_key, raw_key
 
@@ -168,7 +179,6 @@ class Ingestor:
             window=obj.window,
             size=len(data),
             source=sources,
-            prep_directory=f"{self.ns}prep/{obj.window}/",
             arrived_at=utcnow(),
             coordinates=coords.to_dict() if coords is not None else None,  # type: ignore[attr-defined]
         )
@@ -224,34 +234,40 @@ def follow_folder(
     stop: Callable[[], bool],
     poll_s: float = 2.0,
     expected: int | None = None,
-) -> Iterable[IngestReport]:
-    """Keep watching ``folder``: every file whose size is stable for one poll is ingested once.
+) -> Iterator[IngestReport]:
+    """Keep watching ``folder``: a file is ingested once, when its size has not changed for one poll.
+
+    Station metadata (stations.csv, StationXML) is re-read when it changes.
 
     Yields:
         One report per pass that found new files.
     """
-    path = Path(folder)
-    seen: dict[Path, int] = {}
+    root = Path(folder)
+    sizes: dict[Path, int] = {}
     done: set[Path] = set()
     ingestor = Ingestor(settings, topics, store)
     while not stop():
-        sizes = {p: p.stat().st_size for p in path.rglob("*") if p.is_file() and p not in done}
-        stable = [p for p, size in sizes.items() if seen.get(p) == size]
-        seen = sizes
+        current = {p: p.stat().st_size for p in root.rglob("*") if p.is_file() and is_input(p, root)}
+        stable = sorted(p for p, size in current.items() if p not in done and sizes.get(p) == size)
+        sizes = current
         if stable:
-            inventory = _scan_files(stable, path, settings)
             done.update(stable)
-            yield ingestor.ingest_inventory(inventory, expected=expected)
+            yield ingestor.ingest_inventory(_scan_files(stable, root, settings), expected=expected)
         time.sleep(poll_s)
 
 
 def _scan_files(files: list[Path], root: Path, settings: Settings) -> Inventory:
-    """An inventory of some files of a folder (the station metadata of the whole folder is kept)."""
-    full = scan_folder(root, settings.processing)
-    wanted = {str(f) for f in files}
-    items = tuple(i for i in full.items if i.source in wanted)
-    dead = tuple(d for d in full.dead_letters if d.source in wanted)
-    return Inventory(items, dead, full.coordinates)
+    """An inventory of some files of a folder; coordinates come from the folder's station metadata."""
+    items, dead = [], []
+    coordinates = scan_metadata(root)
+    for file in files:
+        if is_metadata(file):
+            continue
+        try:
+            items.append(scan_file(file, settings.processing))
+        except (DspError, OSError) as exc:
+            dead.append(InventoryDeadLetter(str(file), f"{type(exc).__name__}: {exc}"))
+    return Inventory(tuple(items), tuple(dead), coordinates)
 
 
 def product_key_for(settings: Settings, window: str, seed_id: str) -> str:

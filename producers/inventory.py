@@ -97,8 +97,8 @@ def scan_folder(path: str | Path, params: ProcessingParams, *, headonly: bool = 
     """
     root = Path(path)
     items, dead, coords = [], [], {}
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and not _ignored(p, root)):
-        if file.name == STATIONS_CSV or file.suffix.lower() == ".xml":
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and is_input(p, root)):
+        if is_metadata(file):
             try:
                 coords.update(read_station_file(file))
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -109,6 +109,23 @@ def scan_folder(path: str | Path, params: ProcessingParams, *, headonly: bool = 
         except (DspError, OSError) as exc:
             dead.append(DeadLetter(str(file), f"{type(exc).__name__}: {exc}"))
     return Inventory(tuple(items), tuple(dead), coords)
+
+
+def scan_metadata(path: str | Path) -> dict[str, Coordinates]:
+    """Coordinates from every readable station metadata file of a folder (unreadable ones are skipped)."""
+    root = Path(path)
+    coords: dict[str, Coordinates] = {}
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and is_input(p, root) and is_metadata(p)):
+        try:
+            coords.update(read_station_file(file))
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("unreadable station metadata %s", file)
+    return coords
+
+
+def is_metadata(file: Path) -> bool:
+    """True for station metadata files (stations.csv, StationXML)."""
+    return file.name == STATIONS_CSV or file.suffix.lower() == ".xml"
 
 
 def scan_file(file: Path, params: ProcessingParams, *, headonly: bool = True) -> RawItem:
@@ -161,7 +178,7 @@ def read_station_file(file: Path) -> dict[str, Coordinates]:
         }
 
 
-def _ignored(file: Path, root: Path) -> bool:
-    """Hidden files/folders and known non-data outputs are not inputs."""
+def is_input(file: Path, root: Path) -> bool:
+    """False for hidden files/folders and known non-data outputs (truth.json, report.json)."""
     parts = file.relative_to(root).parts
-    return file.name in IGNORED_NAMES or any(p.startswith(".") for p in parts)
+    return not (file.name in IGNORED_NAMES or any(p.startswith(".") for p in parts))

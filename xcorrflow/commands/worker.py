@@ -32,9 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="when pairs are released (env: XCORRFLOW_MODE; default streaming)",
     )
     schedule.add_argument("--windows", type=int, default=None, help="windows of the run (barrier mode)")
-    for sub in (broker, schedule):
+    preprocess = services.add_parser("preprocess", help="preprocess worker: raw station-windows → products")
+    correlate = services.add_parser("correlate", help="correlator: pair tasks → CCFs")
+    correlate.add_argument("--worker-id", default=None, help="stable id (its transactional id); default host-pid")
+    correlate.add_argument("--threads", type=int, default=1, help="kernel threads per worker")
+    for sub in (broker, schedule, preprocess, correlate):
         _common(sub)
+    correlate.set_defaults(func=run_correlator)
     broker.set_defaults(func=run_broker)
+    preprocess.set_defaults(func=run_preprocess)
     schedule.set_defaults(func=run_scheduler)
 
 
@@ -87,3 +93,35 @@ def run_scheduler(args: argparse.Namespace) -> int:
     topics = settings.topics.with_prefix(args.topic_prefix)
     scheduler = PairScheduler(settings, topics, args.mode, windows_expected=args.windows)
     return run_service("scheduler", scheduler, settings, {"mode": args.mode})
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    """Run one preprocess worker (start more for more throughput, up to the raw topic's partitions)."""
+    from producers.worker import PreprocessWorker, group_name
+    from storage import open_store
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    worker = PreprocessWorker(settings, topics, open_store(settings), group=group_name("preprocess", args.topic_prefix))
+    return run_service("preprocess", worker, settings)
+
+
+def run_correlator(args: argparse.Namespace) -> int:
+    """Run one correlator (start more for more throughput, up to the pairs topic's partitions)."""
+    from consumers.correlator import Correlator
+    from producers.worker import group_name
+    from storage import open_store
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    worker = Correlator(
+        settings,
+        topics,
+        open_store(settings),
+        group=group_name("correlate", args.topic_prefix),
+        worker_id=args.worker_id,
+        threads=args.threads,
+    )
+    return run_service("correlate", worker, settings)
