@@ -128,7 +128,7 @@ class PreprocessWorker:
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             self._preprocess(event)
         except (EventDecodeError, DspError, ObjectNotFound, ObjectConflict, ValueError) as exc:
-            source = getattr(exc, "source", "") or _source_of(msg)
+            source = _source_of(msg) or str(getattr(exc, "source", ""))
             letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}", source=source)
             send_dead_letter(self.producer, self.topics.dlq, letter, key=msg.key())
         except StorageError as exc:  # permanent refusals (access denied...) are not retried forever

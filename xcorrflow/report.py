@@ -27,6 +27,7 @@ class Report:
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    pair_times_s: list[float] = field(default_factory=list)  # completion time of each pair (pipeline modes)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

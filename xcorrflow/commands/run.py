@@ -11,6 +11,7 @@ from contracts.settings import Settings, load_settings
 from xcorrflow.cliutil import env_flag
 from xcorrflow.errors import ModeUnavailable
 from xcorrflow.inprocess import run_inprocess
+from xcorrflow.pipeline import RunOptions, run_pipeline
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report, write_report
 from xcorrflow.tuning import tune_allocator
@@ -35,36 +36,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--mode",
         "XCORRFLOW_RUN_MODE",
         "streaming",
-        "streaming | cnf | barrier need the Kafka pipeline; inprocess needs no service",
+        "streaming | cnf | barrier run the Kafka pipeline (make up); inprocess needs no service",
         choices=MODES,
     )
     env_flag(p, "--input", "XCORRFLOW_RUN_INPUT", None, "folder of MiniSEED files", Path)
     env_flag(p, "--output", "XCORRFLOW_RUN_OUTPUT", None, "output folder", Path)
     p.add_argument("--no-ccfs", action="store_true", help="do not keep per-window CCFs (OUT/ccf/<window>.npz)")
-    env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "threads for the kernel's inverse FFTs", int)
+    env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "inprocess: threads for the kernel's inverse FFTs", int)
+    env_flag(p, "--preprocess-workers", "XCORRFLOW_RUN_PREPROCESS_WORKERS", 1, "pipeline: preprocess workers", int)
+    env_flag(p, "--correlate-workers", "XCORRFLOW_RUN_CORRELATE_WORKERS", 1, "pipeline: correlators", int)
+    p.add_argument("--spread", type=float, default=0.0, help="pipeline: ingest the files over this many seconds")
+    p.add_argument("--shuffle-seed", type=int, default=None, help="pipeline: random arrival order with this seed")
+    p.add_argument("--timeout", type=float, default=3600.0, help="pipeline: give up after this many seconds")
     p.set_defaults(func=run)
 
 
-def runner_for(mode: str, *, keep_ccfs: bool = True, workers: int | None = None) -> Runner:
-    """The function that runs ``mode``.
-
-    Raises:
-        ModeUnavailable: the mode needs the Kafka pipeline, which this command does not drive yet.
-    """
+def runner_for(mode: str, args: argparse.Namespace) -> Runner:
+    """The function that runs ``mode`` with the command's options."""
     if mode == "inprocess":
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
-            return run_inprocess(inp, out, settings, progress, keep_ccfs=keep_ccfs, workers=workers)
+            return run_inprocess(inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers)
 
         return inprocess
-    raise ModeUnavailable(mode, "it needs the Kafka pipeline (make up); use --mode inprocess to run without it")
+    options = RunOptions(
+        mode=mode,
+        preprocess_workers=args.preprocess_workers,
+        correlate_workers=args.correlate_workers,
+        spread_s=args.spread,
+        shuffle_seed=args.shuffle_seed,
+        timeout_s=args.timeout,
+    )
+
+    def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
+        _require_stack(settings, mode)
+        return run_pipeline(inp, out, settings, progress, options)
+
+    return pipeline
+
+
+def _require_stack(settings: Settings, mode: str) -> None:
+    """Fail early, with the fix, when the stack is not running."""
+    from xcorrflow.stack.health import check_all
+
+    down = [name for name, item in check_all(settings).items() if not item["ok"] and name != "prometheus"]
+    if down:
+        raise ModeUnavailable(mode, f"{', '.join(down)} not reachable; start the stack with `make up`")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen mode and write the report; returns 0, or 1 when no pair could be correlated."""
     if args.input is None or args.output is None:
         raise ModeUnavailable(args.mode, "--input and --output are required")
-    runner = runner_for(args.mode, keep_ccfs=not args.no_ccfs, workers=args.workers)
+    runner = runner_for(args.mode, args)
     if not args.input.is_dir():
         raise ModeUnavailable(args.mode, f"input folder {args.input} does not exist")
     settings = load_settings()

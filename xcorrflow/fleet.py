@@ -1,0 +1,142 @@
+"""Worker processes started by ``xcorrflow run`` (and by the integration tests): start, wait ready, stop.
+
+Each worker is ``python -m xcorrflow worker <service> …`` in its own process, exactly what an operator would
+run on another machine; a run only adds the topic prefix and namespace that isolate it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from xcorrflow.errors import CommandError
+
+
+class WorkerFailed(CommandError):
+    """A worker exited, or did not become ready in time."""
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0, interval: float = 0.05) -> None:
+    """Poll until ``predicate()`` holds.
+
+    Raises:
+        TimeoutError: it did not within ``timeout`` seconds (the message says what was awaited).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """``xcorrflow worker <args>`` as a child process, logging to a file."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        self.args = [sys.executable, "-m", "xcorrflow", "-v", "worker", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        """The service name (first worker argument)."""
+        return self.args[5]
+
+    def start(self) -> WorkerProcess:
+        """Start the worker."""
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> WorkerProcess:
+        """Wait until the worker's log contains ``text`` (workers log "ready" once they consume).
+
+        Raises:
+            WorkerFailed: it exited first, or the text did not appear in time.
+        """
+        if self.log is None:
+            raise WorkerFailed(f"{self.name}: wait_log needs a log file")
+        log = self.log
+        try:
+            wait_for(
+                lambda: not self.alive() or text in log.read_text(errors="replace"), f"{self.name} is {text}", timeout
+            )
+        except TimeoutError as exc:
+            raise WorkerFailed(str(exc)) from exc
+        if not self.alive():
+            raise WorkerFailed(f"{self.name} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown hook runs, open transactions stay open."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The process id (0 before start)."""
+        return self.proc.pid if self.proc else 0
+
+
+class Fleet:
+    """A set of workers started together and stopped together."""
+
+    def __init__(self) -> None:
+        self.workers: list[WorkerProcess] = []
+
+    def add(self, worker: WorkerProcess) -> WorkerProcess:
+        """Start a worker and keep it (readiness is awaited by :meth:`wait_ready`)."""
+        self.workers.append(worker.start())
+        return worker
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until every worker logged "ready"."""
+        for worker in self.workers:
+            worker.wait_log("ready", timeout)
+
+    def check_alive(self) -> None:
+        """Raise when a worker died.
+
+        Raises:
+            WorkerFailed: naming the worker and the tail of its log.
+        """
+        for worker in self.workers:
+            if not worker.alive():
+                tail = worker.log.read_text(errors="replace")[-2000:] if worker.log else ""
+                raise WorkerFailed(f"worker {worker.name} (pid {worker.pid}) exited unexpectedly:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop every worker (in parallel: SIGTERM to all, then wait)."""
+        for worker in self.workers:
+            if worker.alive() and worker.proc is not None:
+                worker.proc.terminate()
+        for worker in self.workers:
+            worker.stop()
