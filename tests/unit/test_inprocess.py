@@ -57,9 +57,14 @@ def test_folder_with_mixed_rates_gap_and_junk(
 
 
 @pytest.mark.parametrize("mode", ["streaming", "cnf", "barrier"])
-def test_pipeline_modes_say_they_need_kafka(mode: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_pipeline_modes_say_they_need_the_stack(
+    mode: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XCORRFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("XCORRFLOW_S3_ENDPOINT", "127.0.0.1:9")
     assert main(["run", "--mode", mode, "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
-    assert "Kafka" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "kafka" in err and "make up" in err
 
 
 def test_phase_weighted_stack_mode(
