@@ -1,29 +1,46 @@
-"""Export from the object store: CCF objects of a namespace → per-pair stacks → SAC files on disk.
+"""Export from the object store to SAC files on disk: stacks over windows, the stacker's stacks, or per-window CCFs.
 
 The correlators write one object per row task, ``<ns>ccf/<window>/<row>.r<digest>.npz`` (a CCF batch). This
-module reads those objects back, stacks each pair over the windows, and writes ``OUT/<A>__<B>.sac`` with the
-header convention of :mod:`xcorrflow.sac`. Objects are fetched in parallel: on a local S3 server a GET costs
-milliseconds, and a 130-station window has 129 row objects.
+module reads those objects back and writes, with the header convention of :mod:`xcorrflow.sac`:
+
+- :func:`export_stacks`: every pair stacked over its windows, ``OUT/<A>__<B>.sac`` (what ``xcorrflow run`` ends
+  with);
+- :func:`export_ccfs`: every pair of every window, ``OUT/ccf/<window>/<A>__<B>.sac``;
+- :func:`export_from_stacks`: a copy of the stacker's ``<ns>stacks/<A>__<B>.sac``.
+
+Station coordinates come from the products' headers (:func:`station_coordinates`, one product per station),
+so SAC headers carry stla/stlo/evla/evlo and the distance. Objects are fetched in parallel: on a local S3 server
+a GET costs milliseconds, and a 130-station window has 129 row objects.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from obspy.io.sac import SACTrace
+
+from consumers.stackstate import GrowingStackBank
 from dsp.ccf import CCF_EXT, decode_ccfs
 from dsp.correlate import CcfBatch
+from dsp.errors import CorruptProduct
 from dsp.params import ProcessingParams
-from dsp.product import Coordinates
+from dsp.product import PRODUCT_EXT, Coordinates, decode_product
 from dsp.seed import parse_pair_key
 from dsp.stack import StackBank
 from storage import ObjectStore
-from xcorrflow.sac import ccf_to_sac, write_sac
+from storage.errors import ObjectNotFound
+from xcorrflow.sac import _flush_headers_fast, ccf_to_sac, write_sac
 
 _WINDOW_DIR = re.compile(r"ccf/(\d{8}T\d{6}Z)/")
+_PRODUCT = re.compile(r"prep/(\d{8}T\d{6}Z)/([^/]+)" + re.escape(PRODUCT_EXT) + "$")
+_STACK = re.compile(r"stacks/([^/]+__[^/]+)\.sac$")
+CoordinateSource = Mapping[str, Coordinates | None] | Callable[[str], Coordinates | None]
 
 
 @dataclass(frozen=True)
@@ -54,18 +71,85 @@ def fetch_batches(store: ObjectStore, keys: list[str], threads: int = 8) -> Iter
 
 def stack_batches(batches: Iterable[CcfBatch], params: ProcessingParams) -> StackBank:
     """Running stacks of every pair in ``batches`` (one row per pair key)."""
-    bank = StackBank([], 2 * params.maxlag + 1, phase=params.stack == "pws")
+    bank = GrowingStackBank([], 2 * params.maxlag + 1, phase=params.stack == "pws")
     for batch in batches:
         if batch.pairs:
+            bank.extend(batch.keys)  # amortised growth: StackBank alone copies the bank for every new pair
             bank.add(batch.keys, batch.ccfs)
     return bank
+
+
+def product_coordinates(store: ObjectStore, key: str) -> Coordinates | None:
+    """Station coordinates from the header of the product at ``key`` (None when absent or unreadable)."""
+    try:
+        return decode_product(store.get(key), key).coordinates
+    except (ObjectNotFound, CorruptProduct):
+        return None
+
+
+def station_coordinates(
+    store: ObjectStore,
+    namespace: str,
+    stations: Iterable[str] | None = None,
+    *,
+    windows: Iterable[str] | None = None,
+    threads: int = 8,
+) -> dict[str, Coordinates | None]:
+    """Coordinates of stations, read from one product per station under ``<ns>prep/``.
+
+    Args:
+        store: the object store.
+        namespace: key prefix ('' or ``<ns>/``).
+        stations: SEED ids wanted; every station with a product when None.
+        windows: look only in these windows' product folders.
+        threads: parallel GETs.
+
+    Returns:
+        SEED id → coordinates, or None for a station whose product has none (or was not found).
+    """
+    prefixes = [f"{namespace}prep/{w}/" for w in windows] if windows is not None else [f"{namespace}prep/"]
+    wanted = set(stations) if stations is not None else None
+    first: dict[str, str] = {}
+    for prefix in prefixes:
+        for info in store.list(prefix):
+            match = _PRODUCT.search(info.key.removeprefix(namespace))
+            if match and (wanted is None or match.group(2) in wanted):
+                first.setdefault(match.group(2), info.key)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        found = dict(zip(first, pool.map(lambda k: product_coordinates(store, k), first.values()), strict=True))
+    return {s: found.get(s) for s in (wanted if wanted is not None else found)}
+
+
+def stack_trace(
+    bank: StackBank, row: int, data: np.ndarray, params: ProcessingParams, lookup: Callable[[str], Coordinates | None]
+) -> SACTrace:
+    """The SAC trace of one bank row whose stack is ``data``."""
+    a, b = parse_pair_key(bank.keys[row])
+    return ccf_to_sac(
+        data,
+        params.target_fs,
+        a,
+        b,
+        coords_a=lookup(a),
+        coords_b=lookup(b),
+        n_windows=int(bank.count[row]),
+        kind=params.stack,
+    )
+
+
+def sac_bytes(trace: SACTrace) -> bytes:
+    """A SAC trace as the bytes of a SAC file (for the object store)."""
+    out = io.BytesIO()
+    # The fast numpy header flush of xcorrflow.sac; ObsPy's own flush iterates over the samples in Python.
+    trace.write(out, flush_headers=not _flush_headers_fast(trace))
+    return out.getvalue()
 
 
 def write_stacks(
     bank: StackBank,
     output_dir: Path,
     params: ProcessingParams,
-    coordinates: Mapping[str, Coordinates | None] | Callable[[str], Coordinates | None] | None = None,
+    coordinates: CoordinateSource | None = None,
 ) -> list[Path]:
     """Write one SAC file per pair with at least one window.
 
@@ -76,25 +160,14 @@ def write_stacks(
         coordinates: station coordinates by SEED id (a mapping or a lookup function), when known.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    lookup = coordinates if callable(coordinates) else (coordinates or {}).get
+    lookup = _lookup(coordinates)
     stacks = bank.pws(params.pws_power) if params.stack == "pws" else bank.linear()
     written = []
     for row, key in enumerate(bank.keys):
         if bank.count[row] == 0:
             continue
-        a, b = parse_pair_key(key)
-        trace = ccf_to_sac(
-            stacks[row],
-            params.target_fs,
-            a,
-            b,
-            coords_a=lookup(a),
-            coords_b=lookup(b),
-            n_windows=int(bank.count[row]),
-            kind=params.stack,
-        )
         path = output_dir / f"{key}.sac"
-        write_sac(path, trace)
+        write_sac(path, stack_trace(bank, row, stacks[row], params, lookup))
         written.append(path)
     return written
 
@@ -106,16 +179,97 @@ def export_stacks(
     params: ProcessingParams,
     *,
     windows: Iterable[str] | None = None,
-    coordinates: Mapping[str, Coordinates | None] | Callable[[str], Coordinates | None] | None = None,
+    coordinates: CoordinateSource | None = None,
     threads: int = 8,
 ) -> ExportResult:
     """Stack every pair's CCFs of a namespace over its windows and write the SAC stacks.
+
+    Args:
+        store, namespace: where the CCF objects are (``<namespace>ccf/<window>/``).
+        output_dir: receives ``<A>__<B>.sac``.
+        params: sampling rate and stack kind.
+        windows: only these windows (all when None).
+        coordinates: station coordinates; when None they are read from the products' headers.
+        threads: parallel GETs.
 
     Returns:
         How many pairs and windows went into the files written.
     """
     keys = ccf_object_keys(store, namespace, windows)
     bank = stack_batches(fetch_batches(store, keys, threads), params)
+    if coordinates is None:
+        stations = {s for key in bank.keys for s in parse_pair_key(key)}
+        coordinates = station_coordinates(store, namespace, stations, windows=windows, threads=threads)
     files = write_stacks(bank, output_dir, params, coordinates)
-    found = {m.group(1) for k in keys if (m := _WINDOW_DIR.search(k.removeprefix(namespace)))}
-    return ExportResult(pairs=len(files), windows=len(found), files=tuple(files))
+    return ExportResult(pairs=len(files), windows=len(_windows_of(keys, namespace)), files=tuple(files))
+
+
+def export_ccfs(
+    store: ObjectStore,
+    namespace: str,
+    output_dir: Path,
+    *,
+    windows: Iterable[str] | None = None,
+    coordinates: CoordinateSource | None = None,
+    threads: int = 8,
+) -> ExportResult:
+    """Write every pair's CCF of every window as ``OUT/ccf/<window>/<A>__<B>.sac`` (kind ``ccf``).
+
+    Args:
+        store, namespace, windows, threads: as for :func:`export_stacks`.
+        output_dir: receives ``ccf/<window>/``.
+        coordinates: station coordinates; when None they are read from the products' headers.
+
+    Returns:
+        Pairs counts distinct pairs; files lists one file per (window, pair).
+    """
+    keys = ccf_object_keys(store, namespace, windows)
+    if coordinates is None:
+        coordinates = station_coordinates(store, namespace, windows=windows, threads=threads)
+    lookup = _lookup(coordinates)
+    files: list[Path] = []
+    pairs: set[str] = set()
+    for batch in fetch_batches(store, keys, threads):
+        folder = output_dir / "ccf" / batch.window
+        folder.mkdir(parents=True, exist_ok=True)
+        for (a, b), key, ccf in zip(batch.pairs, batch.keys, batch.ccfs, strict=True):
+            trace = ccf_to_sac(ccf, batch.fs, a, b, coords_a=lookup(a), coords_b=lookup(b), kind="ccf")
+            path = folder / f"{key}.sac"
+            write_sac(path, trace)
+            files.append(path)
+            pairs.add(key)
+    return ExportResult(pairs=len(pairs), windows=len(_windows_of(keys, namespace)), files=tuple(files))
+
+
+def export_from_stacks(store: ObjectStore, namespace: str, output_dir: Path, *, threads: int = 8) -> ExportResult:
+    """Copy the stacker's SAC stacks ``<ns>stacks/<A>__<B>.sac`` to ``OUT/<A>__<B>.sac``.
+
+    Their headers already carry coordinates and the window count (``user0``) of the stacker's last flush.
+
+    Returns:
+        The files written; ``windows`` is the largest window count in the headers.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    keys = [o.key for o in store.list(f"{namespace}stacks/", recursive=False)]
+    names = {k: m.group(1) for k in keys if (m := _STACK.search(k.removeprefix(namespace)))}
+
+    def copy(key: str) -> tuple[Path, int]:
+        path = output_dir / f"{names[key]}.sac"
+        store.get_file(key, path)
+        return path, int(SACTrace.read(str(path), headonly=True).user0 or 0)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        copied = list(pool.map(copy, names))
+    return ExportResult(
+        pairs=len(copied), windows=max((n for _, n in copied), default=0), files=tuple(p for p, _ in copied)
+    )
+
+
+def _lookup(coordinates: CoordinateSource | None) -> Callable[[str], Coordinates | None]:
+    if callable(coordinates):
+        return coordinates
+    return (coordinates or {}).get
+
+
+def _windows_of(keys: Iterable[str], namespace: str) -> set[str]:
+    return {m.group(1) for k in keys if (m := _WINDOW_DIR.search(k.removeprefix(namespace)))}
