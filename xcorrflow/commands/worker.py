@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     broker.set_defaults(func=run_broker)
     preprocess.set_defaults(func=run_preprocess)
     schedule.set_defaults(func=run_scheduler)
+    _register_stack(services)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -125,3 +126,29 @@ def run_correlator(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     return run_service("correlate", worker, settings)
+
+
+def _register_stack(services: argparse._SubParsersAction) -> None:
+    stack = services.add_parser("stack", help="stacker: PairCorrelated → running stacks in stacks/<A>__<B>.sac")
+    stack.add_argument("--flush-interval", type=float, default=10.0, help="seconds between SAC flushes of dirty pairs")
+    stack.add_argument(
+        "--checkpoint-interval", type=float, default=300.0, help="seconds between state checkpoints (and at windows)"
+    )
+    stack.add_argument("--threads", type=int, default=8, help="parallel object-store requests")
+    _common(stack)
+    stack.set_defaults(func=run_stacker)
+
+
+def run_stacker(args: argparse.Namespace) -> int:
+    """Run the stacker (one per namespace: every partition of the results topic feeds every stack)."""
+    from consumers.stacker import Stacker, StackerOptions
+    from producers.worker import group_name
+    from storage import open_store
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    options = StackerOptions(args.flush_interval, args.checkpoint_interval, args.threads)
+    group = group_name("stack", args.topic_prefix)
+    stacker = Stacker(settings, topics, open_store(settings), group=group, options=options)
+    return run_service("stack", stacker, settings)
