@@ -39,12 +39,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.errors import ConsumersError
 from consumers.stackstate import StackerState
+from consumers.stackwriter import StackWriter
 from contracts.events import DirectoryCommitted, Event, EventDecodeError, PairCorrelated, decode
 from contracts.kafka import consumer_config, dead_letter_for, producer_config, send_dead_letter
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS, S3_ERRORS
@@ -52,17 +52,13 @@ from contracts.settings import Settings, TopicNames
 from dsp.ccf import decode_ccfs
 from dsp.correlate import CcfBatch
 from dsp.errors import DspError
-from dsp.product import PRODUCT_EXT
 from dsp.seed import pair_key, parse_pair_key
 from storage import ObjectStore
-from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
-from xcorrflow.export import product_coordinates, sac_bytes, stack_trace
+from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 SERVICE = "stack"
-STATE_KEY = "stacks/_stacker/state.npz"
 _PREP_DIR = re.compile(r"prep/(\d{8}T\d{6}Z)/$")
-_ROWS_PER_CHUNK = 512  # stacks are computed this many rows at a time: bounded temporaries at 8,385 pairs
 
 STACKS_WRITTEN = Counter("xcorrflow_stacks_written", "SAC stacks written to stacks/")
 WINDOWS_STACKED = Counter("xcorrflow_windows_stacked", "windows whose every pair is in the stacks and flushed")
@@ -88,7 +84,7 @@ class StackerOptions:
 
     flush_interval_s: float = 10.0
     checkpoint_interval_s: float = 300.0
-    threads: int = 8
+    threads: int = 32  # concurrent store requests (see consumers.stackwriter)
     batch: int = 2000
 
 
@@ -108,10 +104,10 @@ class Stacker:
         self.options = options or StackerOptions()
         self.ns = settings.key_prefix
         self.params = settings.processing
-        self.state_key = f"{self.ns}{STATE_KEY}"
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE, **{"enable.auto.commit": False}))
         self.producer = Producer(producer_config(settings))  # dead letters only
         self.pool = ThreadPoolExecutor(max_workers=max(1, self.options.threads), thread_name_prefix="stacker")
+        self.writer = StackWriter(store, self.ns, self.params, self.pool)
         self.state = StackerState(self.params.target_fs, self.params.maxlag, phase=self.params.stack == "pws")
         self._positions: dict[tuple[str, int], int] = {}  # next offset to commit, per partition
         self._dirty: set[int] = set()  # bank rows whose SAC is behind
@@ -150,14 +146,13 @@ class Stacker:
             StackerStateMismatch: the state's rate, lags or stack kind differ from the settings.
             CorruptProduct: the state object is damaged.
         """
-        try:
-            state = StackerState.decode(self.store.get(self.state_key), self.state_key)
-        except ObjectNotFound:
+        state = self.writer.load_state()
+        if state is None:
             return self.state
         pws = self.params.stack == "pws"
         if (state.fs, state.maxlag, state.bank.phasors is not None) != (self.params.target_fs, self.params.maxlag, pws):
             raise StackerStateMismatch(
-                f"{self.state_key} holds stacks at {state.fs} Hz ±{state.maxlag} samples "
+                f"{self.writer.state_key} holds stacks at {state.fs} Hz ±{state.maxlag} samples "
                 f"({'with' if state.bank.phasors is not None else 'without'} PWS phasors); the settings want "
                 f"{self.params.target_fs} Hz ±{self.params.maxlag} ({self.params.stack}). Use another namespace."
             )
@@ -328,21 +323,15 @@ class Stacker:
         """Write the SAC of every dirty pair, in parallel; returns how many were written.
 
         Raises:
-            StorageUnavailable: a write failed after its retries (the pairs stay dirty).
+            StorageUnavailable: a write failed after its retries (the pairs not written stay dirty).
         """
         self._last_flush = time.monotonic()
         if not self._dirty:
             return 0
         t0 = time.perf_counter()
-        self._resolve_coordinates()
-        rows = np.array(sorted(self._dirty), dtype=np.int64)
-        written = 0
-        for start in range(0, rows.size, _ROWS_PER_CHUNK):
-            chunk = rows[start : start + _ROWS_PER_CHUNK]
-            stacks = self.state.bank.stacks(chunk, self.params.stack, self.params.pws_power)
-            list(self.pool.map(self._put_sac, chunk.tolist(), stacks))
-            self._dirty.difference_update(chunk.tolist())
-            written += chunk.size
+        self.writer.resolve_coordinates(self.state, self._where)
+        self._where.clear()
+        written = self.writer.write_sacs(self.state, self._dirty)
         STACKS_WRITTEN.inc(written)
         FLUSH_SECONDS.observe(time.perf_counter() - t0)
         DIRTY.set(len(self._dirty))
@@ -353,12 +342,14 @@ class Stacker:
         """Flush SACs, put the state object, flush dead letters, then commit offsets (this order; see above)."""
         t0 = time.perf_counter()
         self.flush()
+        size = 0
         if self._unsaved:
-            self.store.put(self.state_key, self.state.encode())
+            size = self.writer.put_state(self.state)
             self._unsaved = False
         self._commit()
         self._last_checkpoint = time.monotonic()
         CHECKPOINT_SECONDS.observe(time.perf_counter() - t0)
+        log.info("checkpoint: %.1f MB of state, offsets committed, %.2f s", size / 1e6, time.perf_counter() - t0)
 
     def _commit(self) -> None:
         if self.producer.flush(30) != 0:
@@ -367,20 +358,6 @@ class Stacker:
             offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
             self.consumer.commit(offsets=offsets, asynchronous=False)
         self._uncommitted = False
-
-    def _put_sac(self, row: int, data: np.ndarray) -> None:
-        bank = self.state.bank
-        trace = stack_trace(bank, row, data, self.params, self.state.coordinates.get)
-        self.store.put(f"{self.ns}stacks/{bank.keys[row]}.sac", sac_bytes(trace), content_type="application/x-sac")
-
-    def _resolve_coordinates(self) -> None:
-        """Read the coordinates of stations new to the stacks, one product per station, once per namespace."""
-        todo = {s: w for s, w in self._where.items() if s not in self.state.coordinates}
-        keys = [f"{self.ns}prep/{w}/{s}{PRODUCT_EXT}" for s, w in todo.items()]
-        found = self.pool.map(lambda k: product_coordinates(self.store, k), keys)
-        for station, coords in zip(todo, found, strict=True):
-            self.state.coordinates[station] = coords
-        self._where.clear()
 
     # --- Kafka housekeeping ----------------------------------------------------------------------------------
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

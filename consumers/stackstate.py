@@ -29,6 +29,7 @@ from dsp.stack import StackBank
 STATE_FORMAT = "xcorrflow.stacker-state"
 STATE_VERSION = 1
 _GROWTH = 1.5  # capacity factor: copies stay within ~3x the final size, memory within 1.5x
+_MIN_ROWS = 64
 
 
 class GrowingStackBank(StackBank):
@@ -59,7 +60,7 @@ class GrowingStackBank(StackBank):
         """Give every new key in ``keys`` an empty row, with at most one (geometric) allocation."""
         needed = len(self.keys) + sum(1 for k in set(keys) if k not in self.index)
         if needed > self.capacity:
-            self.reserve(max(needed, int(self.capacity * _GROWTH) + 1))
+            self.reserve(max(needed, _MIN_ROWS, int(self.capacity * _GROWTH) + 1))
         for key in keys:
             self._row(key)
 
@@ -82,7 +83,7 @@ class GrowingStackBank(StackBank):
             return row
         n = len(self.keys)
         if n >= self.capacity:
-            self.reserve(max(64, int(self.capacity * _GROWTH) + 1))
+            self.reserve(max(_MIN_ROWS, int(self.capacity * _GROWTH) + 1))
         self.index[key] = n
         self.keys.append(key)
         self._expose(n + 1)

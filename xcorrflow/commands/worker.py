@@ -134,7 +134,7 @@ def _register_stack(services: argparse._SubParsersAction) -> None:
     stack.add_argument(
         "--checkpoint-interval", type=float, default=300.0, help="seconds between state checkpoints (and at windows)"
     )
-    stack.add_argument("--threads", type=int, default=8, help="parallel object-store requests")
+    stack.add_argument("--threads", type=int, default=32, help="parallel object-store requests")
     _common(stack)
     stack.set_defaults(func=run_stacker)
 
@@ -142,13 +142,14 @@ def _register_stack(services: argparse._SubParsersAction) -> None:
 def run_stacker(args: argparse.Namespace) -> int:
     """Run the stacker (one per namespace: every partition of the results topic feeds every stack)."""
     from consumers.stacker import Stacker, StackerOptions
+    from consumers.stackwriter import open_stacker_store
     from producers.worker import group_name
-    from storage import open_store
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
     options = StackerOptions(args.flush_interval, args.checkpoint_interval, args.threads)
     group = group_name("stack", args.topic_prefix)
-    stacker = Stacker(settings, topics, open_store(settings), group=group, options=options)
+    store = open_stacker_store(settings, args.threads)
+    stacker = Stacker(settings, topics, store, group=group, options=options)
     return run_service("stack", stacker, settings)
