@@ -129,7 +129,8 @@ def _read_one(path: Path) -> tuple[_Trace | None, str]:
 def _section(traces: list[_Trace], axis: tuple[float, float, int], skipped: list[tuple[str, str]]) -> Section:
     b, delta, npts = axis
     data = np.array([t.data for t in traces]).reshape(len(traces), npts)
-    data /= np.maximum(np.abs(data).max(axis=1, keepdims=True), np.finfo(float).tiny)
+    if len(traces):
+        data /= np.abs(data).max(axis=1, keepdims=True)  # all-zero traces were skipped on reading
     lags = b + delta * np.arange(npts)
     peaks = lags[np.argmax(data, axis=1)] if len(traces) else np.zeros(0)
     return Section(
@@ -227,7 +228,7 @@ def plot_record_section(
             ax.plot(sign * dist / velocity, np.arange(n), color="#2a9d8f", lw=1.0, ls=":", zorder=4,
                     label=f"±distance / {velocity:g} km/s" if sign > 0 else None)  # fmt: skip
     _axes(ax, section, order, by, style, half)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.85, markerscale=1.0 if style == "wiggle" else 4.0)
     ax.set_title(title or _title(section, by), fontsize=11)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output)
@@ -254,7 +255,7 @@ def _peaks(ax: object, peaks: np.ndarray, half: float, style: str) -> None:
         ax.scatter(peaks[shown], rows[shown] - 0.5, s=16, marker="v", color="#e63946", edgecolors="k",  # type: ignore[attr-defined]
                    linewidths=0.4, zorder=3, label="peak")  # fmt: skip
         return
-    size = float(np.clip(1500.0 / peaks.size, 0.3, 9.0))  # ~the row height in points squared
+    size = float(np.clip(1500.0 / peaks.size, 0.5, 9.0))  # ~the row height in points squared
     ax.scatter(peaks[shown], rows[shown], s=size, marker="o", color="k", linewidths=0, alpha=0.8, zorder=3,  # type: ignore[attr-defined]
                label="peak")  # fmt: skip
 
