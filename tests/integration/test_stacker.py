@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from obspy.io.sac import SACTrace
 
+from consumers.stackstate import StackerState
 from contracts.events import DeadLetter, DirectoryCommitted, PairCorrelated
 from contracts.settings import Settings, TopicNames
 from dsp.ccf import encode_ccfs
@@ -201,3 +202,28 @@ def _assert_stacks(dep: Deployment, windows: list[str]) -> None:
         assert trace.evla == pytest.approx(COORDS[a].latitude) and trace.stlo == pytest.approx(COORDS[b].longitude)
         assert trace.dist is not None and trace.dist > 0
     assert all(dep.stack_of(pair_key(a, STATIONS[4])) is None for a in STATIONS[:4]), "skipped pairs have no stack"
+
+
+def test_an_unreadable_object_is_dead_lettered_and_its_window_still_completes(
+    stack: Settings,
+    topics: TopicNames,
+    deployment: Deployment,
+    stacker,  # type: ignore[no-untyped-def]
+) -> None:
+    dep = deployment
+    w = WINDOWS[0]
+    events = dep.write_window(w, STATIONS[:4], seed=5)
+    broken = next(iter(events))  # row S0: pairs S0-S1, S0-S2, S0-S3
+    dep.store.put(broken, b"not a CCF batch")
+    stacker()
+    dep.announce(_flat(events))
+    dep.commit_directory(w, STATIONS[:4])
+    good = [p for p in PAIRS if not p.startswith(f"{STATIONS[0]}__")]
+    wait_for(lambda: dep.windows_in(good) == [1] * len(good), "the readable pairs are stacked", timeout=60)
+    state_key = f"{dep.ns}stacks/_stacker/state.npz"
+    wait_for(lambda: dep.store.exists(state_key), "the window's checkpoint", timeout=30)
+    state = StackerState.decode(dep.store.get(state_key))
+    assert state.windows[w].done and len(state.windows[w].skipped) == 3
+    letters = read_events(stack, topics.dlq, until=lambda ev: len(ev) >= 3, timeout=30)
+    assert len(letters) == 3 and all(isinstance(e, DeadLetter) and e.source == broken for e in letters)
+    assert all(dep.stack_of(p) is None for p in PAIRS if p.startswith(f"{STATIONS[0]}__"))

@@ -130,7 +130,9 @@ def run_correlator(args: argparse.Namespace) -> int:
 
 def _register_stack(services: argparse._SubParsersAction) -> None:
     stack = services.add_parser("stack", help="stacker: PairCorrelated → running stacks in stacks/<A>__<B>.sac")
-    stack.add_argument("--flush-interval", type=float, default=10.0, help="seconds between SAC flushes of dirty pairs")
+    stack.add_argument(
+        "--flush-interval", type=float, default=30.0, help="seconds between SAC flushes of dirty pairs (and at windows)"
+    )
     stack.add_argument(
         "--checkpoint-interval", type=float, default=300.0, help="seconds between state checkpoints (and at windows)"
     )
