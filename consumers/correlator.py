@@ -215,7 +215,8 @@ class Correlator:
         if task.ready_at:
             PAIR_LATENCY.observe(max(0.0, time.time() - datetime.fromisoformat(task.ready_at).timestamp()))
         self._last_arrived = task.arrived_at
-        return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in _events(task, key, batch)]
+        events = _events(task, key, batch, self.worker_id)
+        return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in events]
 
     def _compute(self, task: PairTask) -> CcfBatch:
         names = [task.row, *task.columns]
@@ -237,13 +238,13 @@ class Correlator:
         return batches[0]
 
 
-def _events(task: PairTask, key: str, batch: CcfBatch) -> list[PairCorrelated]:
+def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[PairCorrelated]:
     events = [
-        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n))
+        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n), worker=worker)
         for (a, b), n in zip(batch.pairs, batch.n_common, strict=True)
     ]
     events += [
-        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason)
+        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason, worker=worker)
         for s in batch.skipped
     ]
     return events

@@ -30,6 +30,7 @@ from contracts.events import (
     EventDecodeError,
     FileReady,
     PairCorrelated,
+    RawFileArrived,
     decode,
 )
 from contracts.kafka import partitions_of, produce_event, producer_config
@@ -312,11 +313,17 @@ def _advance(progress: Progress | None, state: RunState, seen: int) -> int:
 
 
 def _drop_station(letter: DeadLetter, state: RunState, control: Producer, topics: TopicNames, ns: str) -> None:
-    """A station-window failed to preprocess: lower its window's CnF count so the window can still commit."""
-    parts = letter.source.removeprefix(ns).split("/")
-    if len(parts) != 3 or parts[0] != "raw":
+    """A station-window failed to preprocess: lower its window's CnF count so the window can still commit.
+
+    The dead letter's payload is the RawFileArrived that failed, which names the window.
+    """
+    try:
+        failed = decode(letter.payload.encode())
+    except EventDecodeError:
         return
-    window = parts[1]
+    if not isinstance(failed, RawFileArrived):
+        return
+    window = failed.window
     state.expected[window] = max(0, state.expected.get(window, 0) - 1)
     directory = f"{ns}prep/{window}/"
     event = DirectoryExpected(directory=directory, n_files=state.expected[window])
