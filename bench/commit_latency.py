@@ -39,8 +39,13 @@ def measure(settings: Settings, rounds: int = 3) -> dict[str, object]:
     topics = settings.topics.with_prefix(prefix)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings, topics))
     log = Path(tempfile.mkdtemp()) / "broker.log"
-    broker = WorkerProcess(["broker", "--no-reconcile", "--topic-prefix", prefix], log=log,
-                           env={"XCORRFLOW_S3_NOTIFICATIONS": "false"}).start().wait_log("ready")
+    broker = (
+        WorkerProcess(
+            ["broker", "--no-reconcile", "--topic-prefix", prefix], log=log, env={"XCORRFLOW_S3_NOTIFICATIONS": "false"}
+        )
+        .start()
+        .wait_log("ready")
+    )
     try:
         runs = [_one_window(settings, topics.files, topics.commits, f"prep/2030010{i}T000000Z/") for i in range(rounds)]
     finally:
@@ -61,8 +66,14 @@ def measure(settings: Settings, rounds: int = 3) -> dict[str, object]:
 
 def _one_window(settings: Settings, files: str, commits: str, directory: str) -> dict[str, object]:
     producer = Producer(producer_config(settings))
-    reader = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"r-{uuid.uuid4().hex}",
-                       "isolation.level": "read_committed", "fetch.wait.max.ms": 5})
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 5,
+        }
+    )
     reader.assign([TopicPartition(commits, p, OFFSET_BEGINNING) for p in partitions_of(reader, commits)])
     warm = time.perf_counter() + 1.0  # let the reader join and start fetching before the clock runs
     while time.perf_counter() < warm:
@@ -70,13 +81,17 @@ def _one_window(settings: Settings, files: str, commits: str, directory: str) ->
     sent: dict[str, float] = {}
     ready: dict[str, float] = {}
     committed_at = 0.0
-    producer.produce(files, key=directory.encode(), value=DirectoryExpected(directory=directory,
-                                                                           n_files=STATIONS).encode())
+    producer.produce(
+        files, key=directory.encode(), value=DirectoryExpected(directory=directory, n_files=STATIONS).encode()
+    )
     producer.flush()
     for i in range(STATIONS):
         key = f"{directory}XB.S{i:03d}..HHZ.npz"
-        producer.produce(files, key=directory.encode(),
-                         value=FileCommitted(directory=directory, key=key, size=1, producer="bench").encode())
+        producer.produce(
+            files,
+            key=directory.encode(),
+            value=FileCommitted(directory=directory, key=key, size=1, producer="bench").encode(),
+        )
         producer.flush()
         sent[key] = time.perf_counter()
         committed_at = _drain(reader, directory, ready) or committed_at

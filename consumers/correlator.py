@@ -32,7 +32,7 @@ from contracts.kafka import consumer_config, dead_letter_for, produce_event, pro
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.ccf import CCF_EXT, decode_ccfs, encode_ccfs
-from dsp.correlate import CcfBatch, correlate
+from dsp.correlate import CcfBatch, correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
 from storage import ObjectStore
@@ -219,23 +219,10 @@ class Correlator:
         return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in events]
 
     def _compute(self, task: PairTask) -> CcfBatch:
-        names = [task.row, *task.columns]
-        products = [self.cache.get(task.keys[name]) for name in names]
+        row = self.cache.get(task.keys[task.row])
+        columns = [self.cache.get(task.keys[name]) for name in task.columns]
         params = self.settings.processing
-        pairs = [(0, j) for j in range(1, len(products))]
-        batches = list(
-            correlate(
-                products,
-                params.maxlag,
-                pairs=pairs,
-                min_common=params.min_common_subwindows,
-                chunk=max(len(pairs), 1),
-                workers=self.threads,
-            )
-        )
-        if len(batches) != 1:
-            raise ValueError(f"task {task.window}/{task.row} gave {len(batches)} CCF batches, expected one")
-        return batches[0]
+        return correlate_row(row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads)
 
 
 def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[PairCorrelated]:

@@ -53,11 +53,15 @@ def fetch_batches(store: ObjectStore, keys: list[str], threads: int = 8) -> Iter
 
 
 def stack_batches(batches: Iterable[CcfBatch], params: ProcessingParams) -> StackBank:
-    """Running stacks of every pair in ``batches`` (one row per pair key)."""
-    bank = StackBank([], 2 * params.maxlag + 1, phase=params.stack == "pws")
-    for batch in batches:
-        if batch.pairs:
-            bank.add(batch.keys, batch.ccfs)
+    """Stacks of every pair in ``batches`` (one row per pair key, sorted).
+
+    The batches are held until every key is known, so the bank is allocated once at its final size.
+    """
+    held = [b for b in batches if b.pairs]
+    keys = sorted({k for b in held for k in b.keys})
+    bank = StackBank(keys, 2 * params.maxlag + 1, phase=params.stack == "pws")
+    for batch in held:
+        bank.add(batch.keys, batch.ccfs)
     return bank
 
 

@@ -211,6 +211,7 @@ def run_pipeline(
         report.makespan_s = round(time.time() - run.t0, 6)  # ingest start → stacks on disk
     finally:
         monitor.close()
+        peak_rss = fleet.peak_rss_mb()
         fleet.stop()
     report.pairs = result.pairs
     report.timings_s["setup"] = round(setup_s, 6)
@@ -220,6 +221,7 @@ def run_pipeline(
         "namespace": namespace,
         "topic_prefix": run_id,
         "logs": str(output_dir / "logs"),
+        "peak_rss_mb": peak_rss,
     }
     report.config = {**settings.public_dump(), "run": options.__dict__}
     store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
@@ -300,6 +302,12 @@ class _Run:
             "last_pair": round((s.last_pair_at or t0) - t0, 6),
             "last_arrival_to_last_pair": round((s.last_pair_at or t0) - last_arrival, 6),
         }
+        if len(ingested.arrivals) >= 2 and s.first_result_at:
+            # the first pair needs two stations: time to the first CCF after the second raw arrival
+            report.timings_s["second_arrival"] = round(sorted(ingested.arrivals)[1] - t0, 6)
+            report.timings_s["first_result_after_two_arrivals"] = round(
+                s.first_result_at - sorted(ingested.arrivals)[1], 6
+            )
         report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline)]
         return report
 

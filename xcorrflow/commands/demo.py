@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from contracts.settings import load_settings
 
 DEFAULT_OUT = Path("demo-out")
@@ -70,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(truth_file: Path, out: Path) -> tuple[int, int]:
     """How many pairs' stacks peak exactly at the true lag."""
+    import numpy as np
     import obspy
 
     pairs = json.loads(truth_file.read_text())["pairs"]
@@ -82,7 +81,7 @@ def _check(truth_file: Path, out: Path) -> tuple[int, int]:
     return hits, len(pairs)
 
 
-def _summary(report: dict, hits: int, total: int, out: Path) -> str:  # type: ignore[type-arg]
+def _summary(report: dict, hits: int, total: int, out: Path) -> str:
     t = report["timings_s"]
     rows = [
         ("mode", report["mode"]),
