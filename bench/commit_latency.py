@@ -71,7 +71,7 @@ def _one_window(settings: Settings, files: str, commits: str, directory: str) ->
             "bootstrap.servers": settings.bootstrap_servers,
             "group.id": f"r-{uuid.uuid4().hex}",
             "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 5,
+            "fetch.wait.max.ms": 500,
         }
     )
     reader.assign([TopicPartition(commits, p, OFFSET_BEGINNING) for p in partitions_of(reader, commits)])

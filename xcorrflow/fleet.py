@@ -112,6 +112,14 @@ class WorkerProcess:
                 return round(int(line.split()[1]) / 1024, 1)
         return None
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the process used so far; None when it is not running."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
@@ -152,6 +160,10 @@ class Fleet:
     def peak_rss_mb(self) -> dict[str, float | None]:
         """Peak resident memory of each worker so far (call before :meth:`stop`)."""
         return {w.label: w.peak_rss_mb() for w in self.workers}
+
+    def cpu_s(self) -> dict[str, float | None]:
+        """CPU seconds each worker used so far (call before :meth:`stop`)."""
+        return {w.label: w.cpu_s() for w in self.workers}
 
     def stop(self) -> None:
         """Stop every worker (in parallel: SIGTERM to all, then wait)."""
