@@ -32,7 +32,7 @@ from contracts.kafka import consumer_config, dead_letter_for, produce_event, pro
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.ccf import CCF_EXT, decode_ccfs, encode_ccfs
-from dsp.correlate import CcfBatch, correlate
+from dsp.correlate import CcfBatch, correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
 from storage import ObjectStore
@@ -215,35 +215,23 @@ class Correlator:
         if task.ready_at:
             PAIR_LATENCY.observe(max(0.0, time.time() - datetime.fromisoformat(task.ready_at).timestamp()))
         self._last_arrived = task.arrived_at
-        return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in _events(task, key, batch)]
+        events = _events(task, key, batch, self.worker_id)
+        return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in events]
 
     def _compute(self, task: PairTask) -> CcfBatch:
-        names = [task.row, *task.columns]
-        products = [self.cache.get(task.keys[name]) for name in names]
+        row = self.cache.get(task.keys[task.row])
+        columns = [self.cache.get(task.keys[name]) for name in task.columns]
         params = self.settings.processing
-        pairs = [(0, j) for j in range(1, len(products))]
-        batches = list(
-            correlate(
-                products,
-                params.maxlag,
-                pairs=pairs,
-                min_common=params.min_common_subwindows,
-                chunk=max(len(pairs), 1),
-                workers=self.threads,
-            )
-        )
-        if len(batches) != 1:
-            raise ValueError(f"task {task.window}/{task.row} gave {len(batches)} CCF batches, expected one")
-        return batches[0]
+        return correlate_row(row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads)
 
 
-def _events(task: PairTask, key: str, batch: CcfBatch) -> list[PairCorrelated]:
+def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[PairCorrelated]:
     events = [
-        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n))
+        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n), worker=worker)
         for (a, b), n in zip(batch.pairs, batch.n_common, strict=True)
     ]
     events += [
-        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason)
+        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason, worker=worker)
         for s in batch.skipped
     ]
     return events

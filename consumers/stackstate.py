@@ -1,20 +1,14 @@
 """The stacker's state: running stacks of every pair, and which (window, pair) each stack already holds.
 
-Pure data and codec, no Kafka and no store, so export and tests can use it too.
-
-- :class:`GrowingStackBank` is a :class:`dsp.stack.StackBank` whose rows grow in amortised O(1). The base
-  class appends one row at a time with ``np.vstack``: adding a 130-station window (8,385 pairs, 8,001 lags)
-  row object by row object copied the whole bank for every new pair, O(pairs²), about ten minutes. Growing
-  a buffer geometrically and exposing views keeps the base class' arithmetic untouched.
-- :class:`StackerState` adds, per window, a bitmap of the bank rows already included, the pairs skipped by
-  the correlators, and how many pairs the window will have (from its DirectoryCommitted). The bitmap is what
-  makes a replayed or duplicated PairCorrelated harmless: a (window, pair) is added once, whichever event or
-  CCF object brings it.
+Pure data and codec, no Kafka and no store, so export and tests can use it too. :class:`StackerState` wraps a
+:class:`dsp.stack.StackBank` (which grows geometrically as pairs appear) with, per window, a bitmap of the bank
+rows already included, the pairs skipped by the correlators, and how many pairs the window will have (from its
+DirectoryCommitted). The bitmap is what makes a replayed or duplicated PairCorrelated harmless: a (window,
+pair) is added once, whichever event or CCF object brings it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,76 +22,21 @@ from dsp.stack import StackBank
 
 STATE_FORMAT = "xcorrflow.stacker-state"
 STATE_VERSION = 1
-_GROWTH = 1.5  # capacity factor: copies stay within ~3x the final size, memory within 1.5x
-_MIN_ROWS = 64
 
 
-class GrowingStackBank(StackBank):
-    """A :class:`StackBank` whose ``count``/``total``/``phasors`` are views on buffers that grow geometrically."""
+def stacks_of(bank: StackBank, rows: np.ndarray, kind: str, power: float = 2.0) -> np.ndarray:
+    """Linear or phase-weighted stacks of some rows only (``StackBank.pws`` computes every row).
 
-    def __init__(self, keys: Sequence[str], n_lags: int, *, phase: bool = True) -> None:
-        """Create empty stacks; see :class:`StackBank`."""
-        super().__init__(keys, n_lags, phase=phase)
-        self._count_buf, self._total_buf, self._phasor_buf = self.count, self.total, self.phasors
-
-    @property
-    def capacity(self) -> int:
-        """Rows allocated (at least ``len(keys)``)."""
-        return int(self._count_buf.shape[0])
-
-    def reserve(self, rows: int) -> None:
-        """Allocate room for ``rows`` rows in one step (no copy when there is room already)."""
-        if rows <= self.capacity:
-            return
-        n = len(self.keys)
-        self._count_buf = _grown(self._count_buf, rows, n)
-        self._total_buf = _grown(self._total_buf, rows, n)
-        if self._phasor_buf is not None:
-            self._phasor_buf = _grown(self._phasor_buf, rows, n)
-        self._expose(n)
-
-    def extend(self, keys: Sequence[str]) -> None:
-        """Give every new key in ``keys`` an empty row, with at most one (geometric) allocation."""
-        needed = len(self.keys) + sum(1 for k in set(keys) if k not in self.index)
-        if needed > self.capacity:
-            self.reserve(max(needed, _MIN_ROWS, int(self.capacity * _GROWTH) + 1))
-        for key in keys:
-            self._row(key)
-
-    def stacks(self, rows: np.ndarray, kind: str, power: float = 2.0) -> np.ndarray:
-        """Linear or phase-weighted stacks of some rows only (the base class computes every row).
-
-        Raises:
-            DspError: ``kind`` is ``"pws"`` and the bank keeps no phasors.
-        """
-        linear = self.total[rows] / np.maximum(self.count[rows], 1)[:, None]
-        if kind != "pws":
-            return linear
-        if self.phasors is None:
-            raise DspError("this stack bank keeps no phasors; create it with phase=True")
-        return linear * np.abs(self.phasors[rows] / np.maximum(self.count[rows], 1)[:, None]) ** power
-
-    def _row(self, key: str) -> int:
-        row = self.index.get(key)
-        if row is not None:
-            return row
-        n = len(self.keys)
-        if n >= self.capacity:
-            self.reserve(max(_MIN_ROWS, int(self.capacity * _GROWTH) + 1))
-        self.index[key] = n
-        self.keys.append(key)
-        self._expose(n + 1)
-        return n
-
-    def _expose(self, n: int) -> None:
-        self.count, self.total = self._count_buf[:n], self._total_buf[:n]
-        self.phasors = None if self._phasor_buf is None else self._phasor_buf[:n]
-
-
-def _grown(array: np.ndarray, rows: int, used: int) -> np.ndarray:
-    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-    out[:used] = array[:used]
-    return out
+    Raises:
+        DspError: ``kind`` is ``"pws"`` and the bank keeps no phasors.
+    """
+    count = np.maximum(bank.count[rows], 1)[:, None]
+    linear = bank.total[rows] / count
+    if kind != "pws":
+        return linear
+    if bank.phasors is None:
+        raise DspError("this stack bank keeps no phasors; create it with phase=True")
+    return linear * np.abs(bank.phasors[rows] / count) ** power
 
 
 @dataclass
@@ -133,7 +72,7 @@ class StackerState:
         """Empty state for CCFs sampled at ``fs`` with lags ``-maxlag..maxlag``; ``phase`` keeps PWS phasors."""
         self.fs = fs
         self.maxlag = maxlag
-        self.bank = GrowingStackBank([], 2 * maxlag + 1, phase=phase)
+        self.bank = StackBank([], 2 * maxlag + 1, phase=phase)
         self.windows: dict[str, WindowProgress] = {}
         self.coordinates: dict[str, Coordinates | None] = {}
 
@@ -167,7 +106,6 @@ class StackerState:
                 fresh[key] = i
         if not fresh:
             return np.zeros(0, dtype=np.int64)
-        self.bank.extend(list(fresh))  # one allocation for the whole batch
         self.bank.add(list(fresh), batch.ccfs[list(fresh.values())])
         rows = np.array([self.bank.index[k] for k in fresh], dtype=np.int64)
         progress.mark(rows, len(self.bank.keys))
@@ -221,12 +159,11 @@ class StackerState:
         """
         header, arrays = codec.unpack(data, STATE_FORMAT, frozenset({STATE_VERSION}), source)
         try:
-            state = cls(float(header["fs"]), int(header["maxlag"]), phase="phasors" in arrays)
-            keys, total = list(header["keys"]), arrays["total"]
-            if total.shape != (len(keys), 2 * state.maxlag + 1) or arrays["count"].shape != (len(keys),):
+            fs, maxlag, keys, total = float(header["fs"]), int(header["maxlag"]), list(header["keys"]), arrays["total"]
+            if total.shape != (len(keys), 2 * maxlag + 1) or arrays["count"].shape != (len(keys),):
                 raise ValueError("keys, counts and sums disagree")
-            bank = state.bank
-            bank.extend(keys)
+            state = cls(fs, maxlag, phase="phasors" in arrays)
+            bank = state.bank = StackBank(keys, 2 * maxlag + 1, phase="phasors" in arrays)
             bank.count[:], bank.total[:] = arrays["count"], total
             if bank.phasors is not None:
                 bank.phasors[:] = arrays["phasors"]

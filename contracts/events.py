@@ -155,6 +155,7 @@ class PairCorrelated(_Event):
     n_subwindows: int = Field(ge=0, description="sub-windows averaged (0: skipped, see reason)")
     skipped: str = Field("", description="why no CCF was written (e.g. no common valid sub-window)")
     correlated_at: str = Field(default_factory=utcnow)
+    worker: str = Field("", description="the correlator that did the work (observability)")
 
 
 class DeadLetter(_Event):

@@ -70,7 +70,7 @@ def consumer_config(
         "session.timeout.ms": 6000,  # a member killed with -9 is noticed within ~6 s (the broker's minimum)
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": 500,  # a long poll: the broker answers as soon as data arrives, so no latency is added
         "statistics.interval.ms": 5000,
         "stats_cb": _lag_cb(group, service),
         "error_cb": _error_cb,

@@ -139,25 +139,60 @@ def correlate(
     yield from ordered_map(run, tasks, threads)
 
 
-def correlate_one_to_many(
-    new: StationProduct,
+def correlate_row(
+    row: StationProduct,
     others: Sequence[StationProduct],
     maxlag: int,
     *,
     min_common: int = 1,
-    chunk: int = DEFAULT_CHUNK,
     workers: int | None = None,
-) -> Iterator[CcfBatch]:
-    """Correlate one newly arrived product with every other product of its window (streaming mode).
+) -> CcfBatch:
+    """Correlate one product against many of the same window: one row of the pair matrix (a row task).
 
-    Each pair is still oriented by SEED id (A < B), whichever side ``new`` is on.
+    Cheaper than :func:`correlate` with explicit pairs, which builds a block of the cross-spectral matrix
+    over every station the pairs touch: here each column costs one multiply-add per sub-window and bin.
+    Pairs are still oriented by SEED id (A < B): for a column whose id sorts before the row's, the
+    cross-spectrum is conjugated, which is the time reversal ``CCF(B,A)(tau) = CCF(A,B)(-tau)`` exactly.
 
     Raises:
         IncompatibleProducts: the products differ, or maxlag does not fit the FFT size.
     """
-    everyone = [new, *others]
-    pairs = [(0, j) for j in range(1, len(everyone))]
-    yield from correlate(everyone, maxlag, pairs=pairs, min_common=min_common, chunk=chunk, workers=workers)
+    check_compatible([row, *others])
+    if row.nfft < row.cc_len + maxlag:
+        raise IncompatibleProducts(f"nfft={row.nfft} < cc_len + maxlag = {row.cc_len + maxlag}: lags would wrap")
+    valid = np.stack([o.valid for o in others]) if others else np.zeros((0, row.valid.size), bool)
+    n_common = (valid & row.valid).sum(axis=1).astype(np.int64)
+    keep = [i for i, n in enumerate(n_common) if n >= min_common]
+    kept = [others[i] for i in keep]
+    cross = _row_cross_spectra(row, kept)
+    flip = np.array([o.seed_id < row.seed_id for o in kept], dtype=bool)
+    if flip.any():
+        cross[flip] = cross[flip].conj()
+    cross /= n_common[keep, None].astype(np.float32)
+    ccfs = spectra_to_lags(cross, row.k0, row.nfft, maxlag, workers)
+    names = tuple(_ordered(row.seed_id, o.seed_id) for o in kept)
+    skipped = tuple(
+        SkippedPair(*_ordered(row.seed_id, o.seed_id), f"{n} common valid sub-windows < {min_common}")
+        for o, n in zip(others, n_common, strict=True)
+        if n < min_common
+    )
+    return CcfBatch(row.window, row.fs, maxlag, names, ccfs, n_common[keep], skipped)
+
+
+def _ordered(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def _row_cross_spectra(row: StationProduct, others: Sequence[StationProduct]) -> np.ndarray:
+    """``sum_k conj(F_row[k]) F_o[k]`` for every other product ``o`` (complex64 ``[n, n_bins]``)."""
+    cross = np.zeros((len(others), row.spectra.shape[1]), dtype=np.complex64)
+    if not others:
+        return cross
+    conj_row = row.spectra.conj()
+    stacked = np.stack([o.spectra for o in others])  # [n, n_sub, n_bins]
+    for k in np.flatnonzero(row.valid):  # invalid sub-windows are zero rows: skip them
+        cross += stacked[:, k, :] * conj_row[k]
+    return cross
 
 
 @dataclass(frozen=True, eq=False)

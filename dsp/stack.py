@@ -66,9 +66,26 @@ class StackBank:
         """
         self.keys = list(keys)
         self.index = {k: i for i, k in enumerate(self.keys)}
-        self.count = np.zeros(len(self.keys), dtype=np.int64)
-        self.total = np.zeros((len(self.keys), n_lags))
-        self.phasors = np.zeros((len(self.keys), n_lags), dtype=np.complex128) if phase else None
+        # Storage has spare rows: a bank that learns its keys as windows arrive grows geometrically instead of
+        # copying every row for each new pair (which made 8,385 new keys cost minutes).
+        self._count = np.zeros(len(self.keys), dtype=np.int64)
+        self._total = np.zeros((len(self.keys), n_lags))
+        self._phasors = np.zeros((len(self.keys), n_lags), dtype=np.complex128) if phase else None
+
+    @property
+    def count(self) -> np.ndarray:
+        """Windows stacked per key."""
+        return self._count[: len(self.keys)]
+
+    @property
+    def total(self) -> np.ndarray:
+        """Sum of the CCFs per key."""
+        return self._total[: len(self.keys)]
+
+    @property
+    def phasors(self) -> np.ndarray | None:
+        """Sum of the unit analytic phasors per key (None without phase stacking)."""
+        return None if self._phasors is None else self._phasors[: len(self.keys)]
 
     def add(self, keys: Sequence[str], ccfs: np.ndarray) -> None:
         """Add one window's CCFs ``[len(keys), n_lags]``; unknown keys get new rows.
@@ -78,17 +95,18 @@ class StackBank:
         """
         if ccfs.shape != (len(keys), self.total.shape[1]):
             raise DspError(f"CCFs of shape {ccfs.shape} do not fit a bank of {self.total.shape[1]} lags")
-        rows = np.array([self._row(k) for k in keys], dtype=np.int64)
+        self._grow([k for k in dict.fromkeys(keys) if k not in self.index])
+        rows = np.array([self.index[k] for k in keys], dtype=np.int64)
         if np.unique(rows).size == rows.size:  # the usual case; np.add.at is ~20x slower than fancy +=
-            self.count[rows] += 1
-            self.total[rows] += ccfs
-            if self.phasors is not None:
-                self.phasors[rows] += unit_phasors(ccfs)
+            self._count[rows] += 1
+            self._total[rows] += ccfs
+            if self._phasors is not None:
+                self._phasors[rows] += unit_phasors(ccfs)
             return
-        np.add.at(self.count, rows, 1)
-        np.add.at(self.total, rows, ccfs)
-        if self.phasors is not None:
-            np.add.at(self.phasors, rows, unit_phasors(ccfs))
+        np.add.at(self._count, rows, 1)
+        np.add.at(self._total, rows, ccfs)
+        if self._phasors is not None:
+            np.add.at(self._phasors, rows, unit_phasors(ccfs))
 
     def linear(self) -> np.ndarray:
         """Linear stacks ``[n_keys, n_lags]`` (rows with no window are zero)."""
@@ -132,12 +150,25 @@ class StackBank:
             raise CorruptProduct(source, f"inconsistent stack state: {exc}") from exc
         return bank
 
-    def _row(self, key: str) -> int:
-        if key not in self.index:
+    def _grow(self, new_keys: list[str]) -> None:
+        """Append rows for ``new_keys``, doubling the storage when it runs out."""
+        if not new_keys:
+            return
+        for key in new_keys:
             self.index[key] = len(self.keys)
             self.keys.append(key)
-            self.count = np.append(self.count, 0)
-            self.total = np.vstack((self.total, np.zeros((1, self.total.shape[1]))))
-            if self.phasors is not None:
-                self.phasors = np.vstack((self.phasors, np.zeros((1, self.phasors.shape[1]), complex)))
-        return self.index[key]
+        need = len(self.keys)
+        if need <= self._count.shape[0]:
+            return
+        capacity = max(need, 2 * self._count.shape[0], 64)
+        self._count = _resized(self._count, capacity)
+        self._total = _resized(self._total, capacity)
+        if self._phasors is not None:
+            self._phasors = _resized(self._phasors, capacity)
+
+
+def _resized(array: np.ndarray, rows: int) -> np.ndarray:
+    """A copy of ``array`` with ``rows`` rows, the new ones zero."""
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out

@@ -71,6 +71,7 @@ class IngestReport:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_arrival: float | None = None
     last_arrival: float | None = None
+    arrivals: list[float] = field(default_factory=list)  # wall time each raw object was announced
 
 
 def plan(inventory: Inventory) -> list[RawObject]:
@@ -172,6 +173,7 @@ class Ingestor:
         now = time.time()
         report.first_arrival = report.first_arrival or now
         report.last_arrival = now
+        report.arrivals.append(now)
         report.objects += 1
         event = RawFileArrived(
             key=key,

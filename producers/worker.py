@@ -163,8 +163,9 @@ class PreprocessWorker:
 
 
 def _source_of(msg: Message) -> str:
+    """What a dead letter should name: the user's original file when known, else the raw object key."""
     try:
         event = decode(msg.value())
     except EventDecodeError:
         return ""
-    return getattr(event, "key", "")
+    return getattr(event, "source", "") or getattr(event, "key", "")

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from obspy.io.sac import SACTrace
 
-from consumers.stackstate import GrowingStackBank
 from dsp.ccf import CCF_EXT, decode_ccfs
 from dsp.correlate import CcfBatch
 from dsp.errors import CorruptProduct
@@ -70,11 +69,14 @@ def fetch_batches(store: ObjectStore, keys: list[str], threads: int = 8) -> Iter
 
 
 def stack_batches(batches: Iterable[CcfBatch], params: ProcessingParams) -> StackBank:
-    """Running stacks of every pair in ``batches`` (one row per pair key)."""
-    bank = GrowingStackBank([], 2 * params.maxlag + 1, phase=params.stack == "pws")
+    """Running stacks of every pair in ``batches`` (one row per pair key, in first-seen order).
+
+    Batches are added as they arrive and dropped, so memory holds the bank only (holding every batch until all
+    keys are known would hold every window's CCFs: 268 MB per 130-station window; the bank grows geometrically).
+    """
+    bank = StackBank([], 2 * params.maxlag + 1, phase=params.stack == "pws")
     for batch in batches:
         if batch.pairs:
-            bank.extend(batch.keys)  # amortised growth: StackBank alone copies the bank for every new pair
             bank.add(batch.keys, batch.ccfs)
     return bank
 

@@ -96,6 +96,30 @@ class WorkerProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    @property
+    def label(self) -> str:
+        """A name unique within a fleet: the log file's stem (e.g. ``correlate-1``), else the service."""
+        return self.log.stem if self.log else self.name
+
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak resident memory so far (VmHWM), in MiB; None when it is not running."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return None
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the process used so far; None when it is not running."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
@@ -132,6 +156,14 @@ class Fleet:
             if not worker.alive():
                 tail = worker.log.read_text(errors="replace")[-2000:] if worker.log else ""
                 raise WorkerFailed(f"worker {worker.name} (pid {worker.pid}) exited unexpectedly:\n{tail}")
+
+    def peak_rss_mb(self) -> dict[str, float | None]:
+        """Peak resident memory of each worker so far (call before :meth:`stop`)."""
+        return {w.label: w.peak_rss_mb() for w in self.workers}
+
+    def cpu_s(self) -> dict[str, float | None]:
+        """CPU seconds each worker used so far (call before :meth:`stop`)."""
+        return {w.label: w.cpu_s() for w in self.workers}
 
     def stop(self) -> None:
         """Stop every worker (in parallel: SIGTERM to all, then wait)."""

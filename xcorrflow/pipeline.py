@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from contracts.events import (
     EventDecodeError,
     FileReady,
     PairCorrelated,
+    RawFileArrived,
     decode,
 )
 from contracts.kafka import partitions_of, produce_event, producer_config
@@ -38,8 +40,8 @@ from contracts.topics import ensure_topics, topic_specs
 from producers.ingest import Ingestor, IngestReport
 from producers.inventory import Inventory, scan_folder
 from storage import ObjectStore, open_store
+from xcorrflow.collector import StackCollector
 from xcorrflow.errors import CommandError
-from xcorrflow.export import export_stacks
 from xcorrflow.fleet import Fleet, WorkerProcess
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
@@ -72,12 +74,19 @@ class RunState:
     committed: set[str] = field(default_factory=set)  # windows
     pairs: set[tuple[str, str, str]] = field(default_factory=set)  # (window, a, b), incl. skipped
     skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped_pairs: dict[str, int] = field(default_factory=dict)  # pair key -> windows skipped
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_result_at: float | None = None
     first_ready_at: float | None = None
     last_ready_at: float | None = None
     last_pair_at: float | None = None
     timeline: list[float] = field(default_factory=list)  # wall time of each correlated pair
+
+    def windows_of_pair(self, key: str) -> int:
+        """Windows in which a pair ``A__B`` is expected to have a CCF (both stations ready, not skipped)."""
+        a, _, b = key.partition("__")
+        both = sum(1 for stations in self.ready.values() if a in stations and b in stations)
+        return both - self.skipped_pairs.get(key, 0)
 
     def pairs_expected(self) -> int:
         """Pairs among the stations ready so far."""
@@ -91,9 +100,12 @@ class RunState:
 class RunMonitor:
     """Follows a run's output topics (read_committed) and keeps a :class:`RunState`."""
 
-    def __init__(self, settings: Settings, topics: TopicNames, namespace: str) -> None:
+    def __init__(
+        self, settings: Settings, topics: TopicNames, namespace: str, on_result: Callable[[str], None] | None = None
+    ) -> None:
         self.topics = topics
         self.namespace = namespace
+        self.on_result = on_result  # called with the CCF object key of each correlated pair
         self.state = RunState()
         self.consumer = Consumer(
             {
@@ -101,7 +113,7 @@ class RunMonitor:
                 "group.id": f"{topics.commits}.monitor",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 20,
+                "fetch.wait.max.ms": 500,
             }
         )
         wanted = [topics.commits, topics.results, topics.dlq]
@@ -138,8 +150,12 @@ class RunMonitor:
         elif isinstance(event, PairCorrelated):
             s.pairs.add((event.window, event.a, event.b))
             if event.skipped:
-                s.skipped.append({"window": event.window, "item": f"{event.a}__{event.b}", "reason": event.skipped})
+                key = f"{event.a}__{event.b}"
+                s.skipped.append({"window": event.window, "item": key, "reason": event.skipped})
+                s.skipped_pairs[key] = s.skipped_pairs.get(key, 0) + 1
                 return
+            if self.on_result is not None:
+                self.on_result(event.key)
             at = _ts(event.correlated_at, now)
             s.first_result_at = min(s.first_result_at or at, at)
             s.last_pair_at = max(s.last_pair_at or at, at)
@@ -198,20 +214,22 @@ def run_pipeline(
     store = open_store(settings)
     fleet = start_workers(settings, run_id, run_id, options, len(windows), output_dir / "logs")
     setup_s = time.perf_counter() - t_setup
-    monitor = RunMonitor(settings, topics, namespace)
+    collector = StackCollector(
+        store.scoped(namespace), settings.processing, output_dir, inventory.seed_ids(), inventory.coordinates_of
+    )
+    monitor = RunMonitor(settings, topics, namespace, on_result=lambda key: collector.offer(key[len(namespace) :]))
     try:
         run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, windows, options)
-        report = run.drive(fleet, monitor, progress)
+        report = run.drive(fleet, monitor, progress, collector)
         t_export = time.perf_counter()
-        result = export_stacks(
-            store, namespace, output_dir, settings.processing, windows=windows, coordinates=inventory.coordinates_of
-        )
-        report.timings_s["export"] = round(time.perf_counter() - t_export, 6)
+        pairs = collector.finish(monitor.state.windows_of_pair)
+        report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
         report.makespan_s = round(time.time() - run.t0, 6)  # ingest start → stacks on disk
     finally:
         monitor.close()
+        peak_rss, cpu = fleet.peak_rss_mb(), fleet.cpu_s()
         fleet.stop()
-    report.pairs = result.pairs
+    report.pairs = pairs
     report.timings_s["setup"] = round(setup_s, 6)
     report.outputs = {
         "stacks": str(output_dir),
@@ -219,6 +237,8 @@ def run_pipeline(
         "namespace": namespace,
         "topic_prefix": run_id,
         "logs": str(output_dir / "logs"),
+        "peak_rss_mb": peak_rss,
+        "cpu_s": cpu,
     }
     report.config = {**settings.public_dump(), "run": options.__dict__}
     store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
@@ -255,7 +275,7 @@ class _Run:
         except BaseException as exc:  # surfaced by the main loop
             self.failure.append(exc)
 
-    def drive(self, fleet: Fleet, monitor: RunMonitor, progress: Progress | None) -> Report:
+    def drive(self, fleet: Fleet, monitor: RunMonitor, progress: Progress | None, collector: StackCollector) -> Report:
         """Start the clock, ingest in a thread, follow the topics until done."""
         counts = {w: len(stations) for w, stations in self.inventory.by_window().items()}
         monitor.state.expected.update(counts)
@@ -264,12 +284,15 @@ class _Run:
         self.t0 = time.time()
         thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)
         thread.start()
-        seen = 0
+        seen, next_write = 0, 0.0
         while thread.is_alive() or not monitor.state.done(self.windows):
             for letter in monitor.poll(0.05):
                 _drop_station(letter, monitor.state, self.control, self.topics, self.settings.key_prefix)
             self._check(fleet)
             seen = _advance(progress, monitor.state, seen)
+            if time.monotonic() >= next_write and all(w in monitor.state.committed for w in self.windows):
+                collector.write_final(monitor.state.windows_of_pair)  # window counts are final from here on
+                next_write = time.monotonic() + 0.25
         thread.join()
         return self._report(monitor.state)
 
@@ -299,6 +322,12 @@ class _Run:
             "last_pair": round((s.last_pair_at or t0) - t0, 6),
             "last_arrival_to_last_pair": round((s.last_pair_at or t0) - last_arrival, 6),
         }
+        if len(ingested.arrivals) >= 2 and s.first_result_at:
+            # the first pair needs two stations: time to the first CCF after the second raw arrival
+            report.timings_s["second_arrival"] = round(sorted(ingested.arrivals)[1] - t0, 6)
+            report.timings_s["first_result_after_two_arrivals"] = round(
+                s.first_result_at - sorted(ingested.arrivals)[1], 6
+            )
         report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline)]
         return report
 
@@ -312,11 +341,17 @@ def _advance(progress: Progress | None, state: RunState, seen: int) -> int:
 
 
 def _drop_station(letter: DeadLetter, state: RunState, control: Producer, topics: TopicNames, ns: str) -> None:
-    """A station-window failed to preprocess: lower its window's CnF count so the window can still commit."""
-    parts = letter.source.removeprefix(ns).split("/")
-    if len(parts) != 3 or parts[0] != "raw":
+    """A station-window failed to preprocess: lower its window's CnF count so the window can still commit.
+
+    The dead letter's payload is the RawFileArrived that failed, which names the window.
+    """
+    try:
+        failed = decode(letter.payload.encode())
+    except EventDecodeError:
         return
-    window = parts[1]
+    if not isinstance(failed, RawFileArrived):
+        return
+    window = failed.window
     state.expected[window] = max(0, state.expected.get(window, 0) - 1)
     directory = f"{ns}prep/{window}/"
     event = DirectoryExpected(directory=directory, n_files=state.expected[window])

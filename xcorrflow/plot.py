@@ -23,7 +23,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from obspy.io.sac import SACTrace
@@ -234,6 +234,23 @@ def plot_record_section(
     fig.savefig(output)
     plt.close(fig)
     return PlotSummary(output, n, by, style, half, list(section.skipped))
+
+
+def record_section(folder: Path, output: Path, **options: Any) -> Path:
+    """Read ``folder``'s SAC stacks and draw their record section into ``output`` (what ``make demo`` calls).
+
+    Args:
+        folder: a folder of ``<A>__<B>.sac`` files; other files are skipped.
+        output: the PNG to write.
+        **options: passed to :func:`plot_record_section` (``sort``, ``max_lag``, ``velocity``, ``title``).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a directory. ValueError: it holds no usable trace.
+    """
+    return plot_record_section(read_section(folder), output, **options).output
 
 
 def _wiggles(ax: object, lags: np.ndarray, data: np.ndarray, names: list[str], dist: np.ndarray, by: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.correlate import all_pairs, correlate, correlate_pair_reference, lag_axis
+from dsp.correlate import all_pairs, correlate, correlate_pair_reference, correlate_row, lag_axis
 from dsp.product import StationProduct
 
 NFFT, K0, NBINS, NSUB, CC_LEN = 720, 20, 200, 5, 500
@@ -122,13 +122,30 @@ def test_workers_do_not_change_results(products: list[StationProduct], params, w
     np.testing.assert_allclose(next(correlate(products, params.maxlag, workers=workers)).ccfs, one, atol=1e-6)
 
 
-def test_one_to_many_orients_pairs_and_matches_all_pairs(products: list[StationProduct], params) -> None:
-    from dsp.correlate import correlate_one_to_many
-
+def test_row_kernel_orients_pairs_and_matches_all_pairs(products: list[StationProduct], params) -> None:
     whole = next(correlate(products, params.maxlag, chunk=10_000))
     new = products[3]  # some ids sort before it, some after
-    batch = next(correlate_one_to_many(new, products[:3] + products[4:], params.maxlag, chunk=10_000))
+    batch = correlate_row(new, products[:3] + products[4:], params.maxlag)
     assert len(batch.pairs) == len(products) - 1
     for pair, ccf in zip(batch.pairs, batch.ccfs, strict=True):
         assert pair[0] < pair[1] and new.seed_id in pair
         np.testing.assert_allclose(ccf, whole.ccfs[whole.pairs.index(pair)], atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), position=st.integers(0, 4))
+def test_row_kernel_equals_reference_with_masks_and_skips(seed: int, position: int) -> None:
+    rng = np.random.default_rng(seed)
+    ids = [f"XX.S{i}.00.HHZ" for i in range(5)]
+    masks = [rng.random(NSUB) < 0.7 for _ in ids]
+    prods = [fake_product(i, random_spectra(rng), m) for i, m in zip(ids, masks, strict=True)]
+    row, others = prods[position], prods[:position] + prods[position + 1 :]
+    batch = correlate_row(row, others, MAXLAG, min_common=2)
+    for (a, b), ccf, n in zip(batch.pairs, batch.ccfs, batch.n_common, strict=True):
+        pa, pb = (next(p for p in prods if p.seed_id == x) for x in (a, b))
+        assert n == (pa.valid & pb.valid).sum() >= 2
+        np.testing.assert_allclose(ccf, correlate_pair_reference(pa, pb, MAXLAG), atol=1e-5)
+    for skip in batch.skipped:
+        pa, pb = (next(p for p in prods if p.seed_id == x) for x in (skip.a, skip.b))
+        assert (pa.valid & pb.valid).sum() < 2 and skip.a < skip.b
+    assert len(batch.pairs) + len(batch.skipped) == len(others)

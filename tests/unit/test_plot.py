@@ -10,7 +10,7 @@ from matplotlib.image import imread
 
 from dsp.product import Coordinates
 from xcorrflow.cli import main
-from xcorrflow.plot import auto_max_lag, plot_record_section, read_section, sort_order
+from xcorrflow.plot import auto_max_lag, plot_record_section, read_section, record_section, sort_order
 from xcorrflow.sac import ccf_to_sac, write_sac
 
 FS, MAXLAG = 20.0, 400  # ±20 s
@@ -111,3 +111,12 @@ def test_plot_command_writes_the_png_and_lists_junk(tmp_path: Path, capsys: pyte
     empty.mkdir()
     assert main(["plot", str(empty), "--output", str(tmp_path / "x.png")]) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_record_section_entry_point_of_the_demo(tmp_path: Path) -> None:
+    write_folder(tmp_path / "in", [-1.0, 2.0, 4.0], [3.0, 6.0, 9.0])
+    png = record_section(tmp_path / "in", tmp_path / "rs.png")
+    assert png == tmp_path / "rs.png" and png.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match="no trace"):
+        record_section(tmp_path / "none", tmp_path / "none.png")

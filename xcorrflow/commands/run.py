@@ -6,21 +6,21 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contracts.settings import Settings, load_settings
 from xcorrflow.cliutil import env_flag
 from xcorrflow.errors import ModeUnavailable
-from xcorrflow.inprocess import run_inprocess
-from xcorrflow.pipeline import RunOptions, run_pipeline
-from xcorrflow.progress import Progress
-from xcorrflow.report import Report, write_report
-from xcorrflow.tuning import tune_allocator
+
+if TYPE_CHECKING:  # the science and Kafka stacks load only when a run starts, so `xcorrflow --help` stays fast
+    from xcorrflow.progress import Progress
+    from xcorrflow.report import Report
 
 MODES = ("streaming", "cnf", "barrier", "inprocess")
 REPORT_NAME = "report.json"
 
 # A runner takes (input_dir, output_dir, settings, progress) and returns the report; Kafka modes plug in here.
-Runner = Callable[[Path, Path, Settings, Progress | None], Report]
+Runner = Callable[[Path, Path, Settings, "Progress | None"], "Report"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,11 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def runner_for(mode: str, args: argparse.Namespace) -> Runner:
     """The function that runs ``mode`` with the command's options."""
     if mode == "inprocess":
+        from xcorrflow.inprocess import run_inprocess
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
             return run_inprocess(inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers)
 
         return inprocess
+    from xcorrflow.pipeline import RunOptions, run_pipeline
+
     options = RunOptions(
         mode=mode,
         preprocess_workers=args.preprocess_workers,
@@ -91,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     runner = runner_for(args.mode, args)
     if not args.input.is_dir():
         raise ModeUnavailable(args.mode, f"input folder {args.input} does not exist")
+    from xcorrflow.progress import Progress
+    from xcorrflow.report import write_report
+    from xcorrflow.tuning import tune_allocator
+
     settings = load_settings()
     tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.tuning)
     progress = Progress(1, label=args.mode)

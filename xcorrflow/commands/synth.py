@@ -9,7 +9,6 @@ from pathlib import Path
 
 from contracts.errors import ConfigError
 from xcorrflow.cliutil import env_flag
-from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesise the deployment described by the parsed arguments."""
+    from xcorrflow.synth import GapSpec, SynthConfig, synthesise
+
     try:
         rates = tuple(int(r) for r in str(args.rates).split(",") if r.strip())
     except ValueError as exc:
