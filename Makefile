@@ -62,7 +62,7 @@ bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow
+	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow bench
 
 fmt: venv ## format the code
 	$(BIN)/ruff format .

@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -64,7 +65,7 @@ def measure(settings: Settings, rounds: int = 3) -> dict[str, object]:
     }
 
 
-def _one_window(settings: Settings, files: str, commits: str, directory: str) -> dict[str, object]:
+def _one_window(settings: Settings, files: str, commits: str, directory: str) -> dict[str, Any]:
     producer = Producer(producer_config(settings))
     reader = Consumer(
         {

@@ -155,7 +155,11 @@ class Correlator:
         self._after_commit([e for events in outputs for _, _, e in events])
 
     def _recover(self, batch: list[Message], exc: Exception) -> None:
-        """Abort and rewind the batch's partitions to their committed offsets; the tasks will come again."""
+        """Abort, then rewind every partition of the batch to its first task; the tasks will come again.
+
+        Rewinding to the batch's own first offsets (not to the committed offsets) also covers partitions
+        that have no committed offset yet, e.g. the very first batch aborted by a rebalance.
+        """
         log.warning("correlator: batch aborted (%s); retrying", exc)
         if isinstance(exc, KafkaException):
             error = exc.args[0]
@@ -163,10 +167,8 @@ class Correlator:
                 raise exc  # fenced: a newer generation owns these partitions
         with contextlib.suppress(KafkaException):  # no transaction is open when the failure came before it
             self.producer.abort_transaction(30)
-        parts = {(m.topic() or "", m.partition() or 0) for m in batch}
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=30)
-        for tp in committed:
-            if tp.offset >= 0:
+        for tp in _first_offsets(batch):
+            with contextlib.suppress(KafkaException):  # a partition revoked meanwhile is someone else's now
                 self.consumer.seek(tp)
         time.sleep(0.5)
 
@@ -235,6 +237,15 @@ def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[Pair
         for s in batch.skipped
     ]
     return events
+
+
+def _first_offsets(batch: list[Message]) -> list[TopicPartition]:
+    """The offset of the first message of each partition in a batch."""
+    first: dict[tuple[str, int], int] = {}
+    for m in batch:
+        tp = (m.topic() or "", m.partition() or 0)
+        first[tp] = min(first.get(tp, m.offset() or 0), m.offset() or 0)
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
