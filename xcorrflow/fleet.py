@@ -42,6 +42,7 @@ class WorkerProcess:
         self.env = {**os.environ, **(env or {})}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def name(self) -> str:
@@ -52,6 +53,8 @@ class WorkerProcess:
         """Start the worker."""
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
+            # An earlier process may have written to the same log: only what this one writes counts.
+            self._log_start = self.log.stat().st_size if self.log.exists() else 0
             with open(self.log, "ab") as out:
                 self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         else:
@@ -66,16 +69,21 @@ class WorkerProcess:
         """
         if self.log is None:
             raise WorkerFailed(f"{self.name}: wait_log needs a log file")
-        log = self.log
         try:
-            wait_for(
-                lambda: not self.alive() or text in log.read_text(errors="replace"), f"{self.name} is {text}", timeout
-            )
+            wait_for(lambda: not self.alive() or text in self.log_text(), f"{self.name} is {text}", timeout)
         except TimeoutError as exc:
             raise WorkerFailed(str(exc)) from exc
         if not self.alive():
-            raise WorkerFailed(f"{self.name} exited:\n{log.read_text(errors='replace')[-3000:]}")
+            raise WorkerFailed(f"{self.name} exited:\n{self.log_text()[-3000:]}")
         return self
+
+    def log_text(self) -> str:
+        """What this process wrote to its log so far."""
+        if self.log is None or not self.log.exists():
+            return ""
+        with open(self.log, "rb") as fh:
+            fh.seek(self._log_start)
+            return fh.read().decode(errors="replace")
 
     def kill9(self) -> None:
         """SIGKILL: no shutdown hook runs, open transactions stay open."""
