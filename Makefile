@@ -9,6 +9,8 @@ XF     := $(BIN)/xcorrflow
 STACK  ?= native
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
 PYTEST_ARGS ?=
+# Extra benchmark arguments, e.g. `make bench BENCH_ARGS="--rounds 1 --no-live"`.
+BENCH_ARGS ?=
 
 .PHONY: help venv up down status clean-data topics test test-unit test-integration demo bench bench-kernel lint fmt clean
 
@@ -53,8 +55,9 @@ test-integration: up ## run the integration tests against the running stack
 demo: up ## end-to-end demo on the local stack
 	$(XF) demo
 
-bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process (writes bench/results/)
-	$(BIN)/python -m bench.pipeline
+bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, commit latency (bench/results/)
+	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
+	$(BIN)/python -m bench.commit_latency
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel
