@@ -72,6 +72,7 @@ class IngestReport:
     first_arrival: float | None = None
     last_arrival: float | None = None
     arrivals: list[float] = field(default_factory=list)  # wall time each raw object was announced
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (window, SEED id) that could not be uploaded
 
 
 def plan(inventory: Inventory) -> list[RawObject]:
@@ -169,6 +170,7 @@ class Ingestor:
             self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
         except Exception as exc:  # one station-window never sinks the ingest; the reason goes to the DLQ
             self._dead_letter(sources, f"{type(exc).__name__}: {exc}", report)
+            report.failed.append((obj.window, obj.seed_id))
             return
         now = time.time()
         report.first_arrival = report.first_arrival or now

@@ -62,8 +62,7 @@ class StackCollector:
         """Write the SAC stack of every pair that has all its windows; returns how many were written now.
 
         Args:
-            windows_of_pair: how many windows a pair key is expected in (call only once every window of the
-                run has committed, so that the count is final).
+            windows_of_pair: how many windows a pair key will have CCFs in.
         """
         self.raise_failures()
         with self._lock:
@@ -105,11 +104,14 @@ class StackCollector:
             future.result()
         self._futures = [f for f in self._futures if not f.done()]
 
-    def finish(self, windows_of_pair: Callable[[str], int]) -> int:
-        """Wait for every fetch, write the remaining final stacks, wait for the writes; returns pairs written."""
+    def finish(self) -> int:
+        """Wait for every fetch, write every stack not written yet, wait for the writes; returns pairs written.
+
+        The run is over, so whatever a pair has is final (e.g. late data no plan foresaw).
+        """
         for future in list(self._futures):
             future.result()
-        self.write_final(windows_of_pair)
+        self.write_final(lambda _key: 1)
         for future in list(self._futures):
             future.result()
         self._pool.shutdown()

@@ -75,6 +75,8 @@ class RunState:
     pairs: set[tuple[str, str, str]] = field(default_factory=set)  # (window, a, b), incl. skipped
     skipped: list[dict[str, str]] = field(default_factory=list)
     skipped_pairs: dict[str, int] = field(default_factory=dict)  # pair key -> windows skipped
+    planned: dict[str, set[str]] = field(default_factory=dict)  # station -> windows it is ingested in
+    failed: set[tuple[str, str]] = field(default_factory=set)  # (window, station) that failed to preprocess
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_result_at: float | None = None
     first_ready_at: float | None = None
@@ -83,10 +85,13 @@ class RunState:
     timeline: list[float] = field(default_factory=list)  # wall time of each correlated pair
 
     def windows_of_pair(self, key: str) -> int:
-        """Windows in which a pair ``A__B`` is expected to have a CCF (both stations ready, not skipped)."""
+        """Windows in which a pair ``A__B`` will have a CCF: both stations were ingested there and neither
+        failed to preprocess, minus the windows where the pair was skipped. Known from the start, so a pair's
+        stack can be written the moment its last window is in, long before the last station arrives."""
         a, _, b = key.partition("__")
-        both = sum(1 for stations in self.ready.values() if a in stations and b in stations)
-        return both - self.skipped_pairs.get(key, 0)
+        both = self.planned.get(a, set()) & self.planned.get(b, set())
+        lost = sum(1 for w in both if (w, a) in self.failed or (w, b) in self.failed)
+        return len(both) - lost - self.skipped_pairs.get(key, 0)
 
     def pairs_expected(self) -> int:
         """Pairs among the stations ready so far."""
@@ -222,7 +227,7 @@ def run_pipeline(
         run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, windows, options)
         report = run.drive(fleet, monitor, progress, collector)
         t_export = time.perf_counter()
-        pairs = collector.finish(monitor.state.windows_of_pair)
+        pairs = collector.finish()
         report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
         report.makespan_s = round(time.time() - run.t0, 6)  # ingest start → stacks on disk
     finally:
@@ -277,8 +282,12 @@ class _Run:
 
     def drive(self, fleet: Fleet, monitor: RunMonitor, progress: Progress | None, collector: StackCollector) -> Report:
         """Start the clock, ingest in a thread, follow the topics until done."""
-        counts = {w: len(stations) for w, stations in self.inventory.by_window().items()}
+        table = self.inventory.by_window()
+        counts = {w: len(stations) for w, stations in table.items()}
         monitor.state.expected.update(counts)
+        for window, stations in table.items():
+            for station in stations:
+                monitor.state.planned.setdefault(station, set()).add(window)
         if progress is not None:
             progress.set_total(sum(counts.values()) + sum(n * (n - 1) // 2 for n in counts.values()))
         self.t0 = time.time()
@@ -290,10 +299,12 @@ class _Run:
                 _drop_station(letter, monitor.state, self.control, self.topics, self.settings.key_prefix)
             self._check(fleet)
             seen = _advance(progress, monitor.state, seen)
-            if time.monotonic() >= next_write and all(w in monitor.state.committed for w in self.windows):
-                collector.write_final(monitor.state.windows_of_pair)  # window counts are final from here on
+            if time.monotonic() >= next_write:
+                collector.write_final(monitor.state.windows_of_pair)
                 next_write = time.monotonic() + 0.25
         thread.join()
+        for failure in self.ingested[0].failed if self.ingested else ():  # never uploaded: never correlated
+            monitor.state.failed.add(failure)
         return self._report(monitor.state)
 
     def _check(self, fleet: Fleet) -> None:
@@ -352,6 +363,7 @@ def _drop_station(letter: DeadLetter, state: RunState, control: Producer, topics
     if not isinstance(failed, RawFileArrived):
         return
     window = failed.window
+    state.failed.add((window, failed.station))
     state.expected[window] = max(0, state.expected.get(window, 0) - 1)
     directory = f"{ns}prep/{window}/"
     event = DirectoryExpected(directory=directory, n_files=state.expected[window])
