@@ -9,6 +9,7 @@ and the pair's CCF of every window holding both of its stations has been stacked
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,7 @@ class StackCollector:
         stations: Iterable[str],
         coordinates: Callable[[str], Coordinates | None],
         threads: int = 4,
+        nice: int = 0,
     ) -> None:
         ids = sorted(set(stations))
         keys = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
@@ -41,7 +43,9 @@ class StackCollector:
         self.store, self.params, self.output_dir, self.coordinates = store, params, output_dir, coordinates
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="collector")
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="collector", initializer=_lower_priority, initargs=(nice,)
+        )
         self._offered: set[str] = set()
         self._futures: list[Future[None]] = []
         self._written: set[str] = set()
@@ -116,3 +120,10 @@ class StackCollector:
             future.result()
         self._pool.shutdown()
         return len(self._written)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one)."""
+    if nice > 0:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)

@@ -63,6 +63,10 @@ class RunOptions:
     timeout_s: float = 3600.0
     run_id: str = ""
     correlator_threads: int = 1
+    # Correlators and the stack writer yield the CPU to preprocessing: on a machine with fewer cores than
+    # stages, the long stage must keep its pace while the short one fills the gaps (no effect in barrier mode,
+    # where the stages never overlap).
+    downstream_nice: int = 10
 
 
 @dataclass
@@ -195,7 +199,15 @@ def start_workers(
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
     for i in range(options.correlate_workers):
-        args = ["correlate", "--worker-id", f"{topics_prefix}-{i}", "--threads", str(options.correlator_threads)]
+        args = [
+            "correlate",
+            "--worker-id",
+            f"{topics_prefix}-{i}",
+            "--threads",
+            str(options.correlator_threads),
+            "--nice",
+            str(options.downstream_nice),
+        ]
         fleet.add(WorkerProcess([*args, *common], log=logs / f"correlate-{i}.log"))
     fleet.wait_ready()
     return fleet
@@ -220,7 +232,12 @@ def run_pipeline(
     fleet = start_workers(settings, run_id, run_id, options, len(windows), output_dir / "logs")
     setup_s = time.perf_counter() - t_setup
     collector = StackCollector(
-        store.scoped(namespace), settings.processing, output_dir, inventory.seed_ids(), inventory.coordinates_of
+        store.scoped(namespace),
+        settings.processing,
+        output_dir,
+        inventory.seed_ids(),
+        inventory.coordinates_of,
+        nice=options.downstream_nice,
     )
     monitor = RunMonitor(settings, topics, namespace, on_result=lambda key: collector.offer(key[len(namespace) :]))
     try:

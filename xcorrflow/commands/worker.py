@@ -56,9 +56,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="key prefix of this deployment's objects (env: XCORRFLOW_NAMESPACE; default: bucket root)",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=int(os.environ.get("XCORRFLOW_NICE", "0")),
+        help="lower this worker's CPU priority by N (env: XCORRFLOW_NICE): on a busy machine, let the stage on "
+        "the critical path go first",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Apply ``--nice`` to this process, then load the settings (``--namespace`` wins over the environment)."""
+    if getattr(args, "nice", 0):
+        os.nice(args.nice)
     overrides = {"namespace": args.namespace} if args.namespace is not None else {}
     return load_settings(**overrides)
 
