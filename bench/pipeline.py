@@ -58,7 +58,7 @@ def run_once(mode: str, data: Path, out: Path, *, p: int = 1, c: int = 1, spread
     shutil.rmtree(out, ignore_errors=True)
     args = [sys.executable, "-m", "xcorrflow", "run", "--mode", mode, "--input", str(data), "--output", str(out)]
     if mode != "inprocess":
-        args += ["--preprocess-workers", str(p), "--correlate-workers", str(c), "--timeout", "900"]
+        args += ["--preprocess-workers", str(p), "--correlate-workers", str(c), "--timeout", "900", "--cleanup"]
         if spread:
             args += ["--spread", str(spread), "--shuffle-seed", "7"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -67,6 +67,7 @@ class RunOptions:
     # stages, the long stage must keep its pace while the short one fills the gaps (no effect in barrier mode,
     # where the stages never overlap).
     downstream_nice: int = 10
+    cleanup: bool = False  # delete the run's objects and topics once the output folder is written
 
 
 @dataclass
@@ -263,6 +264,12 @@ def run_pipeline(
         "cpu_s": cpu,
     }
     report.config = {**settings.public_dump(), "run": options.__dict__}
+    if options.cleanup:
+        from xcorrflow.runs import delete_run
+
+        delete_run(settings, store, run_id)
+        report.outputs["cleaned_up"] = True
+        return report
     store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
     store.put(f"runs/{run_id}/config.json", json.dumps(report.config, default=str).encode())
     return report

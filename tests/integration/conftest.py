@@ -49,9 +49,18 @@ def stack() -> Iterator[Settings]:
 
 
 @pytest.fixture
-def unique() -> str:
-    """A short unique id for topic and key prefixes."""
-    return f"t{uuid.uuid4().hex[:10]}"
+def unique(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A short unique id for topic and key prefixes; objects under ``<id>/`` are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    store = None
+    if "stack" in request.fixturenames:
+        from storage import open_store
+
+        store = open_store(request.getfixturevalue("stack"))
+    yield name
+    if store is not None:
+        for info in list(store.list(f"{name}/")):
+            store.delete(info.key)
 
 
 @pytest.fixture

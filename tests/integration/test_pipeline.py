@@ -21,6 +21,7 @@ from storage import open_store
 from tests.integration.kafkatools import WorkerProcess, read_events
 from xcorrflow.cli import main
 from xcorrflow.fleet import wait_for
+from xcorrflow.runs import delete_run
 from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
 REFERENCE = {
@@ -58,14 +59,16 @@ def _truth(folder: Path) -> dict[str, int]:
     return {k: v["lag_samples"] for k, v in json.loads((folder / "truth.json").read_text())["pairs"].items()}
 
 
-def _run(mode: str, inp: Path, out: Path) -> dict:  # type: ignore[type-arg]
-    assert main(["run", "--mode", mode, "--input", str(inp), "--output", str(out), "--timeout", "300"]) == 0
+def _run(mode: str, inp: Path, out: Path, *, cleanup: bool = True) -> dict:  # type: ignore[type-arg]
+    args = ["run", "--mode", mode, "--input", str(inp), "--output", str(out), "--timeout", "300"]
+    assert main(args + (["--cleanup"] if cleanup and mode != "inprocess" else [])) == 0
     return json.loads((out / "report.json").read_text())
 
 
 def test_all_modes_agree_and_report_bad_files(stack: Settings, deployment: Path, tmp_path: Path) -> None:
     truth = _truth(deployment)
-    reports = {mode: _run(mode, deployment, tmp_path / mode) for mode in ("inprocess", "streaming", "cnf", "barrier")}
+    modes = ("inprocess", "streaming", "cnf", "barrier")
+    reports = {mode: _run(mode, deployment, tmp_path / mode, cleanup=mode != "streaming") for mode in modes}
     for mode, report in reports.items():
         assert report["pairs"] == len(truth), mode
         junk = {Path(d["source"]).name for d in report["dead_letters"]}
@@ -86,6 +89,12 @@ def test_all_modes_agree_and_report_bad_files(stack: Settings, deployment: Path,
     assert Counter(c.directory for c in commits) == {
         f"{reports['streaming']['outputs']['namespace']}prep/{w}/": 1 for w in ("20240101T000000Z", "20240101T010000Z")
     }
+    gone = delete_run(stack, open_store(stack), reports["streaming"]["outputs"]["run_id"])
+    assert gone.objects > 0 and len(gone.topics) == len(topics.model_dump()) - 1, "all but the S3 event topic"
+    assert not list(open_store(stack).list(reports["streaming"]["outputs"]["namespace"]))
+    assert reports["cnf"]["outputs"]["cleaned_up"] and not list(
+        open_store(stack).list(reports["cnf"]["outputs"]["namespace"])
+    )
 
 
 def _deploy(settings: Settings, topics: TopicNames, unique: str, log_dir: Path, *, correlators: int) -> dict:  # type: ignore[type-arg]

@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     hits, total = _check(data / "truth.json", out)
     print(_summary(report.to_dict(), hits, total, out))
     print(f"record section: {_plot(out)}")
+    run_id = report.outputs["run_id"]
+    print(
+        f"the run's topics and objects stay on the stack for inspection; `xcorrflow runs delete {run_id}` removes them"
+    )
     return 0 if hits == total and total > 0 else 1
 
 

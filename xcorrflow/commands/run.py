@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spread", type=float, default=0.0, help="pipeline: ingest the files over this many seconds")
     p.add_argument("--shuffle-seed", type=int, default=None, help="pipeline: random arrival order with this seed")
     p.add_argument("--timeout", type=float, default=3600.0, help="pipeline: give up after this many seconds")
+    p.add_argument(
+        "--cleanup", action="store_true", help="pipeline: delete the run's objects and topics once OUT is written"
+    )
     p.set_defaults(func=run)
 
 
@@ -69,6 +72,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         spread_s=args.spread,
         shuffle_seed=args.shuffle_seed,
         timeout_s=args.timeout,
+        cleanup=args.cleanup,
     )
 
     def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
