@@ -19,7 +19,7 @@ from dsp.params import ProcessingParams
 from dsp.product import PRODUCT_EXT
 from storage import ObjectStore
 from storage.errors import ObjectNotFound
-from xcorrflow.export import product_coordinates, sac_bytes, stack_trace
+from xcorrflow.export import product_coordinates, stack_sac
 
 STATE_KEY = "stacks/_stacker/state.npz"
 _ROWS_PER_CHUNK = 512  # stacks are computed this many rows at a time: bounded temporaries at 8,385 pairs
@@ -93,6 +93,5 @@ class StackWriter:
             state.coordinates[station] = coords
 
     def _put_sac(self, state: StackerState, row: int, data: np.ndarray) -> None:
-        trace = stack_trace(state.bank, row, data, self.params, state.coordinates.get)
-        key = f"{self.ns}stacks/{state.bank.keys[row]}.sac"
-        self.store.put(key, sac_bytes(trace), content_type="application/x-sac")
+        content = stack_sac(state.bank, row, data, self.params, state.coordinates.get)
+        self.store.put(f"{self.ns}stacks/{state.bank.keys[row]}.sac", content, content_type="application/x-sac")

@@ -21,7 +21,7 @@ from dsp.product import Coordinates
 from dsp.seed import pair_key, parse_pair_key
 from dsp.stack import StackBank
 from storage import ObjectStore
-from xcorrflow.sac import ccf_to_sac, write_sac
+from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 
 class StackCollector:
@@ -90,7 +90,7 @@ class StackCollector:
 
     def _write(self, key: str, stack: object, n_windows: int) -> None:
         a, b = parse_pair_key(key)
-        trace = ccf_to_sac(
+        content = ccf_sac_bytes(
             stack,  # type: ignore[arg-type]
             self.params.target_fs,
             a,
@@ -100,7 +100,7 @@ class StackCollector:
             n_windows=n_windows,
             kind=self.params.stack,
         )
-        write_sac(self.output_dir / f"{key}.sac", trace)
+        write_sac(self.output_dir / f"{key}.sac", content)
 
     def raise_failures(self) -> None:
         """Re-raise the first error of a finished background job (a fetch or a write)."""

@@ -15,7 +15,6 @@ a GET costs milliseconds, and a 130-station window has 129 row objects.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from dsp.seed import parse_pair_key
 from dsp.stack import StackBank
 from storage import ObjectStore
 from storage.errors import ObjectNotFound
-from xcorrflow.sac import _flush_headers_fast, ccf_to_sac, write_sac
+from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 _WINDOW_DIR = re.compile(r"ccf/(\d{8}T\d{6}Z)/")
 _PRODUCT = re.compile(r"prep/(\d{8}T\d{6}Z)/([^/]+)" + re.escape(PRODUCT_EXT) + "$")
@@ -122,12 +121,12 @@ def station_coordinates(
     return {s: found.get(s) for s in (wanted if wanted is not None else found)}
 
 
-def stack_trace(
+def stack_sac(
     bank: StackBank, row: int, data: np.ndarray, params: ProcessingParams, lookup: Callable[[str], Coordinates | None]
-) -> SACTrace:
-    """The SAC trace of one bank row whose stack is ``data``."""
+) -> bytes:
+    """The SAC file of one bank row whose stack is ``data``."""
     a, b = parse_pair_key(bank.keys[row])
-    return ccf_to_sac(
+    return ccf_sac_bytes(
         data,
         params.target_fs,
         a,
@@ -137,14 +136,6 @@ def stack_trace(
         n_windows=int(bank.count[row]),
         kind=params.stack,
     )
-
-
-def sac_bytes(trace: SACTrace) -> bytes:
-    """A SAC trace as the bytes of a SAC file (for the object store)."""
-    out = io.BytesIO()
-    # The fast numpy header flush of xcorrflow.sac; ObsPy's own flush iterates over the samples in Python.
-    trace.write(out, flush_headers=not _flush_headers_fast(trace))
-    return out.getvalue()
 
 
 def write_stacks(
@@ -169,7 +160,7 @@ def write_stacks(
         if bank.count[row] == 0:
             continue
         path = output_dir / f"{key}.sac"
-        write_sac(path, stack_trace(bank, row, stacks[row], params, lookup))
+        write_sac(path, stack_sac(bank, row, stacks[row], params, lookup))
         written.append(path)
     return written
 
@@ -235,9 +226,8 @@ def export_ccfs(
         folder = output_dir / "ccf" / batch.window
         folder.mkdir(parents=True, exist_ok=True)
         for (a, b), key, ccf in zip(batch.pairs, batch.keys, batch.ccfs, strict=True):
-            trace = ccf_to_sac(ccf, batch.fs, a, b, coords_a=lookup(a), coords_b=lookup(b), kind="ccf")
             path = folder / f"{key}.sac"
-            write_sac(path, trace)
+            write_sac(path, ccf_sac_bytes(ccf, batch.fs, a, b, coords_a=lookup(a), coords_b=lookup(b), kind="ccf"))
             files.append(path)
             pairs.add(key)
     return ExportResult(pairs=len(pairs), windows=len(_windows_of(keys, namespace)), files=tuple(files))

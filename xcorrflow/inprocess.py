@@ -27,7 +27,7 @@ from dsp.windows import window_start
 from producers.inventory import DeadLetter, Inventory, RawItem, load_stream, scan_folder
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
-from xcorrflow.sac import ccf_to_sac, write_sac
+from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 
 @dataclass
@@ -209,7 +209,7 @@ def _write_stacks(output_dir: Path, inv: Inventory, settings: Settings, state: _
         if bank.count[row] == 0:
             continue
         a, b = parse_pair_key(key)
-        trace = ccf_to_sac(
+        content = ccf_sac_bytes(
             stacks[row],
             params.target_fs,
             a,
@@ -219,6 +219,6 @@ def _write_stacks(output_dir: Path, inv: Inventory, settings: Settings, state: _
             n_windows=int(bank.count[row]),
             kind=params.stack,
         )
-        write_sac(output_dir / f"{key}.sac", trace)
+        write_sac(output_dir / f"{key}.sac", content)
         state.mark_result()
     state.tick("stack_write", since)

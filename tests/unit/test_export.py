@@ -24,10 +24,9 @@ from xcorrflow.export import (
     export_ccfs,
     export_from_stacks,
     export_stacks,
-    sac_bytes,
     station_coordinates,
 )
-from xcorrflow.sac import ccf_to_sac
+from xcorrflow.sac import ccf_sac_bytes
 
 NS = "demo/"
 PARAMS = ProcessingParams(maxlag_s=5.0)  # 201 lags at 20 Hz keep the test small
@@ -137,12 +136,12 @@ def test_station_coordinates_reads_one_product_per_station(store) -> None:  # ty
 def test_export_from_the_stacker_copies_its_sacs_only(tmp_path: Path) -> None:
     objects = MemoryStore()
     pair = pair_key(STATIONS[0], STATIONS[1])
-    trace = ccf_to_sac(np.arange(11, dtype=np.float32) - 5, 20.0, STATIONS[0], STATIONS[1], n_windows=4)
-    objects.put(f"{NS}stacks/{pair}.sac", sac_bytes(trace))
+    stack = np.arange(11, dtype=np.float32) - 5
+    objects.put(f"{NS}stacks/{pair}.sac", ccf_sac_bytes(stack, 20.0, STATIONS[0], STATIONS[1], n_windows=4))
     objects.put(f"{NS}stacks/_stacker/state.npz", StackerState(20.0, 5, phase=False).encode())
     result = export_from_stacks(objects, NS, tmp_path)
     assert [p.name for p in result.files] == [f"{pair}.sac"] and result.windows == 4
-    np.testing.assert_array_equal(SACTrace.read(str(tmp_path / f"{pair}.sac")).data, trace.data)
+    np.testing.assert_array_equal(SACTrace.read(str(tmp_path / f"{pair}.sac")).data, stack)
 
 
 def test_export_command_rejects_windows_with_from_stacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 from dsp.product import Coordinates
 from xcorrflow.cli import main
 from xcorrflow.plot import auto_max_lag, plot_record_section, read_section, record_section, sort_order
-from xcorrflow.sac import ccf_to_sac, write_sac
+from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 FS, MAXLAG = 20.0, 400  # ±20 s
 ORIGIN = Coordinates(45.0, 7.0)
@@ -30,8 +30,8 @@ def write_folder(folder: Path, lags: list[float], distances_km: list[float] | No
     for i, lag in enumerate(lags):
         a, b = f"XS.A{i:03d}..HHZ", f"XS.B{i:03d}..HHZ"
         cb = Coordinates(ORIGIN.latitude + distances_km[i] / 111.195, ORIGIN.longitude) if distances_km else None
-        trace = ccf_to_sac(1.5 * pulse(lag), FS, a, b, coords_a=ORIGIN if cb else None, coords_b=cb, n_windows=3)
-        write_sac(folder / f"{a}__{b}.sac", trace)
+        content = ccf_sac_bytes(1.5 * pulse(lag), FS, a, b, coords_a=ORIGIN if cb else None, coords_b=cb, n_windows=3)
+        write_sac(folder / f"{a}__{b}.sac", content)
         names.append(f"{a}__{b}")
     return names
 
@@ -41,9 +41,9 @@ def add_junk(folder: Path) -> None:
     (folder / "report.json").write_text("{}")
     (folder / "logs").mkdir()
     write_sac(
-        folder / "XS.Z1..HHZ__XS.Z2..HHZ.sac", ccf_to_sac(np.zeros(2 * MAXLAG + 1), FS, "XS.Z1..HHZ", "XS.Z2..HHZ")
+        folder / "XS.Z1..HHZ__XS.Z2..HHZ.sac", ccf_sac_bytes(np.zeros(2 * MAXLAG + 1), FS, "XS.Z1..HHZ", "XS.Z2..HHZ")
     )
-    other = ccf_to_sac(pulse(0.0)[::2].copy(), FS / 2, "XS.Y1..HHZ", "XS.Y2..HHZ")
+    other = ccf_sac_bytes(pulse(0.0)[::2].copy(), FS / 2, "XS.Y1..HHZ", "XS.Y2..HHZ")
     write_sac(folder / "XS.Y1..HHZ__XS.Y2..HHZ.sac", other)
 
 
