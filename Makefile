@@ -55,9 +55,10 @@ test-integration: up ## run the integration tests against the running stack
 demo: up ## end-to-end demo on the local stack
 	$(XF) demo
 
-bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, commit latency (bench/results/)
+bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, commit latency, CPU budget (bench/results/)
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
 	$(BIN)/python -m bench.commit_latency
+	$(BIN)/python -m bench.cpu_budget
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel

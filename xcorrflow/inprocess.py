@@ -74,13 +74,13 @@ def run_inprocess(
     Returns:
         The report (the caller writes it with :func:`xcorrflow.report.write_report`).
     """
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     params = settings.processing
     inv = scan_folder(input_dir, params)
     output_dir.mkdir(parents=True, exist_ok=True)
     ids = inv.seed_ids()
     keys = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
-    report = Report(mode="inprocess", dead_letters=[d.to_dict() for d in inv.dead_letters])
+    report = Report(mode="inprocess", started_at=started_at, dead_letters=[d.to_dict() for d in inv.dead_letters])
     state = _RunState(t0, report, StackBank(keys, 2 * params.maxlag + 1, phase=params.stack == "pws"))
     state.timings["scan"] = time.perf_counter() - t0
     table = inv.by_window()

@@ -248,6 +248,7 @@ def run_pipeline(
         pairs = collector.finish()
         report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
         report.makespan_s = round(time.time() - run.t0, 6)  # ingest start → stacks on disk
+        report.started_at = run.t0
     finally:
         monitor.close()
         peak_rss, cpu = fleet.peak_rss_mb(), fleet.cpu_s()

@@ -23,6 +23,7 @@ class Report:
     pairs: int = 0
     first_result_s: float | None = None
     makespan_s: float = 0.0
+    started_at: float | None = None  # Unix time at which the clock started (pipeline: ingest start)
     dead_letters: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
