@@ -10,20 +10,18 @@ stacked and ``kinst`` the stack kind.
 
 The file is assembled here with numpy, straight from the SAC v6 binary layout (70 floats, 40 integers, 24
 eight-byte strings, then the samples), instead of through ObsPy's ``SACTrace``: a run writes one file per
-pair (8,385 for 130 stations), and building and writing a ``SACTrace`` cost ~0.4 ms of CPU each, most of a
-pipeline run's export. :func:`ccf_to_sac` still gives the ``SACTrace`` for callers that want one; it reads
-back the very bytes written to disk.
+pair (8,385 for 130 stations), and encoding them through ``SACTrace`` took 1.26 CPU s against 0.50 s here.
+The bytes equal ObsPy's, except that ``evel`` is stored (``SACTrace`` has no such attribute and silently
+dropped it). ``SACTrace.read(io.BytesIO(ccf_sac_bytes(...)))`` gives ObsPy's view of a file.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 from obspy.geodetics import gps2dist_azimuth, kilometer2degrees
-from obspy.io.sac import SACTrace
 from obspy.io.sac import header as sac_header
 
 from dsp.product import Coordinates
@@ -111,23 +109,6 @@ def ccf_sac_bytes(
     event = (a if len(a) <= 16 else f"{a_net}.{a_sta}"[:16]).encode("ascii").ljust(16)  # as ObsPy pads it
     strings[_S["kevnm"]], strings[_S["kevnm2"]] = event[:8], event[8:]
     return b"".join((floats.tobytes(), ints.tobytes(), strings.tobytes(), data.tobytes()))
-
-
-def ccf_to_sac(
-    ccf: np.ndarray,
-    fs: float,
-    a: str,
-    b: str,
-    *,
-    coords_a: Coordinates | None = None,
-    coords_b: Coordinates | None = None,
-    n_windows: int = 1,
-    kind: str = "linear",
-) -> SACTrace:
-    """The :func:`ccf_sac_bytes` file of one pair's CCF as an ObsPy ``SACTrace``."""
-    return SACTrace.read(
-        io.BytesIO(ccf_sac_bytes(ccf, fs, a, b, coords_a=coords_a, coords_b=coords_b, n_windows=n_windows, kind=kind))
-    )
 
 
 def write_sac(path: Path, content: bytes) -> None:

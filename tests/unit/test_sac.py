@@ -13,7 +13,7 @@ from obspy.io.sac import SACTrace
 from obspy.io.sac import header as sac_header
 
 from dsp.product import Coordinates
-from xcorrflow.sac import ccf_sac_bytes, ccf_to_sac, write_sac
+from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 A, B = "XF.S000.00.HHZ", "XF.S001..BHZ"
 CA = Coordinates(latitude=45.1, longitude=6.2, elevation_m=812.0)
@@ -72,7 +72,7 @@ def test_obspy_reads_the_lag_axis_names_and_coordinates(tmp_path: Path) -> None:
 
 
 def test_long_seed_ids_keep_net_sta_in_kevnm() -> None:
-    trace = ccf_to_sac(np.ones(3), 10.0, "XS.LONGSTA.00.HHZ", "XS.LONGSTB.00.HHZ")
+    trace = SACTrace.read(io.BytesIO(ccf_sac_bytes(np.ones(3), 10.0, "XS.LONGSTA.00.HHZ", "XS.LONGSTB.00.HHZ")))
     assert trace.kevnm == "XS.LONGSTA" and trace.kuser1 == "LONGSTA" and trace.kstnm == "LONGSTB"
 
 
