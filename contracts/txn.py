@@ -8,6 +8,12 @@ memory from Kafka, so the in-memory state never runs ahead of what Kafka holds.
 Commit order of one step (all inside ``begin_transaction`` … ``commit_transaction``):
   1. produce the output events;  2. produce the state records;  3. ``send_offsets_to_transaction``.
 Readers use ``isolation.level=read_committed`` and never see a step that did not commit.
+
+A batch that produces nothing (a duplicate, a bucket notification for an object no rule covers) changes no
+state, so its offsets need no transaction of their own: they ride with the next transaction, or with the
+next tick (every ``tick_interval``). A crash before then replays those messages, which again produce nothing.
+On this stack a transaction costs Kafka ~6 ms of CPU against ~0.2 ms for a plain produce, and a pipeline
+run sends the broker hundreds of such messages.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class TransactionalLoop(ABC):
         self.poll_timeout = poll_timeout
         self.tick_interval = tick_interval
         self._stop = threading.Event()
+        self._offsets_pending = False  # consumed messages whose offsets no transaction has committed yet
         # A fixed transactional.id per group: a new instance fences the previous one and aborts what it left open.
         self.producer = Producer(producer_config(settings, transactional_id=group))
         self.consumer = Consumer(consumer_config(settings, group, transactional=True, service=self.service))
@@ -146,10 +153,12 @@ class TransactionalLoop(ABC):
             while not self._stop.is_set():
                 batch = self.consumer.consume(self.batch_size, self.poll_timeout)
                 if batch:
-                    self.transact(functools.partial(self._handle_batch, batch), with_offsets=True)
+                    self.transact(functools.partial(self._handle_batch, batch), with_offsets=True, defer_empty=True)
                 if time.monotonic() >= next_tick:
-                    self.transact(functools.partial(self.tick, time.time()), with_offsets=False)
+                    self.transact(functools.partial(self.tick, time.time()), with_offsets=self._offsets_pending)
                     next_tick = time.monotonic() + self.tick_interval
+            if self._offsets_pending:
+                self.transact(Output, with_offsets=True)
         finally:
             self.consumer.close()
             self.producer.flush(10)
@@ -163,8 +172,11 @@ class TransactionalLoop(ABC):
             out.extend(self.handle(msg))
         return out
 
-    def transact(self, step: Callable[[], Output], *, with_offsets: bool) -> bool:
+    def transact(self, step: Callable[[], Output], *, with_offsets: bool, defer_empty: bool = False) -> bool:
         """Run ``step()`` and publish its output, state and (optionally) offsets atomically.
+
+        With ``defer_empty``, a step that outputs nothing commits nothing: its offsets wait for the next
+        transaction or tick.
 
         Returns:
             True when a transaction committed; False when it was aborted and the state recovered.
@@ -173,8 +185,9 @@ class TransactionalLoop(ABC):
         self.producer.begin_transaction()
         try:
             out = step()
-            if not out and not with_offsets:
+            if not out and (defer_empty or not with_offsets):
                 self.producer.abort_transaction(30)  # nothing to say: an empty transaction is pure overhead
+                self._offsets_pending |= with_offsets
                 return True
             self._publish(out)
             if with_offsets:
@@ -183,6 +196,8 @@ class TransactionalLoop(ABC):
                     [tp for tp in positions if tp.offset >= 0], self.consumer.consumer_group_metadata()
                 )
             self.producer.commit_transaction(30)
+            if with_offsets:
+                self._offsets_pending = False
         except KafkaException as exc:
             error = exc.args[0]
             if not (error.txn_requires_abort() or error.retriable()):

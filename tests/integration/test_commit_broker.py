@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from contracts.events import (
     DeadLetter,
@@ -19,8 +20,9 @@ from contracts.events import (
     ProducerFinished,
     ProducerStarted,
 )
+from contracts.kafka import partitions_of
 from contracts.settings import Settings, TopicNames
-from tests.integration.kafkatools import WorkerProcess, produce, read_events
+from tests.integration.kafkatools import WorkerProcess, produce, read_events, wait_for
 
 RULES = """
 rules:
@@ -104,6 +106,35 @@ def test_kill_9_and_restart_commits_exactly_once(
     assert len(_commits(events)) == 1
     assert sorted(_commits(events)[0].files) == sorted(f.key for _, f in files)
     assert Counter(_ready(events)) == Counter(f.key for _, f in files), "no FileReady lost or duplicated"
+
+
+def test_messages_that_change_nothing_still_get_their_offsets_committed(
+    stack: Settings, topics: TopicNames, broker
+) -> None:  # type: ignore[no-untyped-def]
+    """Duplicates produce nothing, so they get no transaction of their own; their offsets follow within a tick."""
+    first = broker()
+    d = "prep/w2/"
+    files = [fc(d, f"XX.S{i}..HHZ.npz") for i in range(2)]
+    produce(stack, topics.files, [(d, DirectoryExpected(directory=d, n_files=2)), *files])
+    read_events(stack, topics.commits, until=lambda ev: len(_commits(ev)) >= 1, settle=0)
+    produce(stack, topics.files, [files[0], files[1]] * 20)
+    group = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"xcorrflow-broker.{topics.files}"})
+    try:
+        parts = [TopicPartition(topics.files, p) for p in partitions_of(group, topics.files)]
+        ends = {tp.partition: group.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+
+        def caught_up() -> bool:
+            # a partition nothing was written to has no committed offset
+            committed = {tp.partition: max(tp.offset, 0) for tp in group.committed(parts, timeout=10)}
+            return committed == ends
+
+        wait_for(caught_up, "the broker committed the duplicates' offsets", timeout=15)
+    finally:
+        group.close()
+    first.kill9()
+    broker()  # a restart from those offsets replays nothing and repeats nothing
+    events = read_events(stack, topics.commits, until=lambda ev: len(_commits(ev)) >= 1, settle=3.0)
+    assert len(_commits(events)) == 1 and Counter(_ready(events)) == Counter(f.key for _, f in files)
 
 
 def test_deadline_commits_partial(stack: Settings, topics: TopicNames, broker) -> None:  # type: ignore[no-untyped-def]
