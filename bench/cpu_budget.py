@@ -35,14 +35,16 @@ from xcorrflow.stack.service import StackPaths
 
 SERVICES = ("kafka", "s3", "prometheus")
 TICK = os.sysconf("SC_CLK_TCK")
+LABEL_RETRY_S = 2.0  # how long a process that looks unrelated is asked again (fork happens before exec)
 
 
 class CpuSampler:
     """Samples CPU time in a background thread: the whole machine's, and optionally each labelled process group's.
 
-    ``labeller(pid)`` names the group a process belongs to (None: not followed); it is asked once per process.
-    A group's series counts its processes' CPU from the first sample that saw them, and keeps what an exited
-    process used.
+    ``labeller(pid)`` names the group a process belongs to (None: not followed). It is asked once per process,
+    or again for two seconds while it says None: a process just forked still shows its parent's command line
+    until it execs. A group's series counts its processes' CPU from the first sample that saw them, and keeps
+    what an exited process used.
     """
 
     def __init__(self, interval: float = 0.1, labeller: Callable[[int], str | None] | None = None) -> None:
@@ -50,6 +52,7 @@ class CpuSampler:
         self.series: dict[str, list[float]] = {"machine": []}
         self._labeller = labeller
         self._labels: dict[int, str | None] = {}
+        self._first_seen: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._totals: dict[str, float] = {}
         self._interval, self._stop = interval, threading.Event()
@@ -90,7 +93,10 @@ class CpuSampler:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid not in self._labels:
+            if pid not in self._labels or (
+                self._labels[pid] is None and time.monotonic() - self._first_seen[pid] < LABEL_RETRY_S
+            ):
+                self._first_seen.setdefault(pid, time.monotonic())
                 self._labels[pid] = self._labeller(pid)
             label = self._labels[pid]
             if label is None:
