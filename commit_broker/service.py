@@ -7,6 +7,9 @@ Design (why it is exactly-once):
   DirectoryCommitted events and dead letters it decided, (b) the state records it changed, written to a
   *compacted state topic*, and (c) the consumed offsets. Either all three become visible or none does.
   Consumers read the commits topic with ``isolation.level=read_committed``, so an aborted decision is never seen.
+  A batch that decides nothing (duplicates, notifications no rule covers) changes no state and gets no
+  transaction: its offsets ride with the next one, or the next tick; a crash before that replays it, to the
+  same nothing.
 * **State in a compacted topic, not a replay of the files topic.** A restart reads the state topic to its end
   (one small record per file, directory and producer) instead of re-reading every event since the beginning of
   time; compaction keeps it bounded by the number of live keys while the files topic can use time retention.
