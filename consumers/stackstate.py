@@ -24,21 +24,6 @@ STATE_FORMAT = "xcorrflow.stacker-state"
 STATE_VERSION = 1
 
 
-def stacks_of(bank: StackBank, rows: np.ndarray, kind: str, power: float = 2.0) -> np.ndarray:
-    """Linear or phase-weighted stacks of some rows only (``StackBank.pws`` computes every row).
-
-    Raises:
-        DspError: ``kind`` is ``"pws"`` and the bank keeps no phasors.
-    """
-    count = np.maximum(bank.count[rows], 1)[:, None]
-    linear = bank.total[rows] / count
-    if kind != "pws":
-        return linear
-    if bank.phasors is None:
-        raise DspError("this stack bank keeps no phasors; create it with phase=True")
-    return linear * np.abs(bank.phasors[rows] / count) ** power
-
-
 @dataclass
 class WindowProgress:
     """What the stacks hold of one window."""

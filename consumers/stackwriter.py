@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from consumers.stackstate import StackerState, stacks_of
+from consumers.stackstate import StackerState
 from contracts.settings import Settings
 from dsp.params import ProcessingParams
 from dsp.product import PRODUCT_EXT
@@ -79,7 +79,7 @@ class StackWriter:
         rows = np.array(sorted(dirty), dtype=np.int64)
         for start in range(0, rows.size, _ROWS_PER_CHUNK):
             chunk = rows[start : start + _ROWS_PER_CHUNK]
-            stacks = stacks_of(state.bank, chunk, self.params.stack, self.params.pws_power)
+            stacks = state.bank.stacks(self.params.stack, self.params.pws_power, rows=chunk)
             list(self.pool.map(lambda row, data: self._put_sac(state, row, data), chunk.tolist(), stacks))
             dirty.difference_update(chunk.tolist())
         return int(rows.size)

@@ -108,9 +108,25 @@ class StackBank:
         if self._phasors is not None:
             np.add.at(self._phasors, rows, unit_phasors(ccfs))
 
+    def stacks(self, kind: str = "linear", power: float = 2.0, rows: np.ndarray | None = None) -> np.ndarray:
+        """Linear (``kind="linear"``) or phase-weighted (``"pws"``) stacks ``[n_rows, n_lags]``, of ``rows`` only
+        when given (rows with no window are zero).
+
+        Raises:
+            DspError: ``kind`` is ``"pws"`` and the bank was created without phasors.
+        """
+        selected = slice(None) if rows is None else rows
+        count = np.maximum(self.count[selected], 1)[:, None]
+        linear = self.total[selected] / count
+        if kind != "pws":
+            return linear
+        if self.phasors is None:
+            raise DspError("this stack bank keeps no phasors; create it with phase=True")
+        return linear * np.abs(self.phasors[selected] / count) ** power
+
     def linear(self) -> np.ndarray:
         """Linear stacks ``[n_keys, n_lags]`` (rows with no window are zero)."""
-        return self.total / np.maximum(self.count, 1)[:, None]
+        return self.stacks("linear")
 
     def pws(self, power: float = 2.0) -> np.ndarray:
         """Phase-weighted stacks ``[n_keys, n_lags]``.
@@ -118,10 +134,7 @@ class StackBank:
         Raises:
             DspError: the bank was created without phasors.
         """
-        if self.phasors is None:
-            raise DspError("this stack bank keeps no phasors; create it with phase=True")
-        coherence = np.abs(self.phasors / np.maximum(self.count, 1)[:, None]) ** power
-        return self.linear() * coherence
+        return self.stacks("pws", power)
 
     def encode(self) -> bytes:
         """Serialise the running state (deterministic ``.npz``)."""

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from dsp.ccf import decode_ccfs
 from dsp.params import ProcessingParams
 from dsp.product import Coordinates
@@ -75,23 +77,18 @@ class StackCollector:
                 for row, key in enumerate(self.bank.keys)
                 if key not in self._written and 0 < self.bank.count[row] >= windows_of_pair(key)
             ]
-            stacks = [(key, self._stack_of(row), int(self.bank.count[row])) for row, key in ready]
+            rows = np.array([row for row, _ in ready], dtype=np.int64)
+            data = self.bank.stacks(self.params.stack, self.params.pws_power, rows=rows)
+            stacks = [(key, data[i], int(self.bank.count[row])) for i, (row, key) in enumerate(ready)]
             self._written.update(key for _, key in ready)
         for key, stack, n in stacks:
             self._futures.append(self._pool.submit(self._write, key, stack, n))
         return len(stacks)
 
-    def _stack_of(self, row: int) -> object:
-        count = max(int(self.bank.count[row]), 1)
-        linear = self.bank.total[row] / count
-        if self.params.stack != "pws" or self.bank.phasors is None:
-            return linear
-        return linear * abs(self.bank.phasors[row] / count) ** self.params.pws_power
-
-    def _write(self, key: str, stack: object, n_windows: int) -> None:
+    def _write(self, key: str, stack: np.ndarray, n_windows: int) -> None:
         a, b = parse_pair_key(key)
         content = ccf_sac_bytes(
-            stack,  # type: ignore[arg-type]
+            stack,
             self.params.target_fs,
             a,
             b,

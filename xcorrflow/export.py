@@ -154,7 +154,7 @@ def write_stacks(
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     lookup = _lookup(coordinates)
-    stacks = bank.pws(params.pws_power) if params.stack == "pws" else bank.linear()
+    stacks = bank.stacks(params.stack, params.pws_power)
     written = []
     for row, key in enumerate(bank.keys):
         if bank.count[row] == 0:

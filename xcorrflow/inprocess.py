@@ -204,7 +204,7 @@ def _persist_window(path: Path, batches: list[CcfBatch]) -> None:
 def _write_stacks(output_dir: Path, inv: Inventory, settings: Settings, state: _RunState) -> None:
     params, since = settings.processing, time.perf_counter()
     bank = state.bank
-    stacks = bank.pws(params.pws_power) if params.stack == "pws" else bank.linear()
+    stacks = bank.stacks(params.stack, params.pws_power)
     for row, key in enumerate(bank.keys):
         if bank.count[row] == 0:
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumers.stackstate import StackerState, stacks_of
+from consumers.stackstate import StackerState
 from dsp.correlate import CcfBatch
 from dsp.errors import CorruptProduct, DspError
 from dsp.product import Coordinates
@@ -23,19 +23,19 @@ def row_batch(window: str, row: int, seed: int, stations: list[str] = STATIONS) 
 
 
 @pytest.mark.parametrize("phase", [False, True])
-def test_stacks_of_some_rows_equal_the_bank_stacks(phase: bool) -> None:
+def test_stacks_of_some_rows_equal_the_whole_bank_stacks(phase: bool) -> None:
     bank = StackBank([], 2 * MAXLAG + 1, phase=phase)
     for i, w in enumerate(["20240101T000000Z", "20240101T010000Z"]):
         for r in range(5 - i):  # the second window misses a row: counts differ between pairs
             batch = row_batch(w, r, seed=10 * i + r)
             bank.add(batch.keys, batch.ccfs)
     rows = np.array([14, 0, 7])
-    np.testing.assert_allclose(stacks_of(bank, rows, "linear"), bank.linear()[rows])
+    np.testing.assert_allclose(bank.stacks("linear", rows=rows), bank.linear()[rows])
     if phase:
-        np.testing.assert_allclose(stacks_of(bank, rows, "pws", 3.0), bank.pws(3.0)[rows])
+        np.testing.assert_allclose(bank.stacks("pws", 3.0, rows=rows), bank.pws(3.0)[rows])
     else:
         with pytest.raises(DspError):
-            stacks_of(bank, rows, "pws")
+            bank.stacks("pws", rows=rows)
 
 
 def test_a_window_is_added_once_whatever_brings_it_again() -> None:
