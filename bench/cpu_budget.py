@@ -30,6 +30,7 @@ from typing import Any
 
 from bench.pipeline import RESULTS, run_once, synth
 from contracts.settings import Settings
+from xcorrflow.fleet import process_cpu_s
 from xcorrflow.stack.process import is_alive, read_pid_file
 from xcorrflow.stack.service import StackPaths
 
@@ -120,20 +121,6 @@ class CpuSampler:
             return values[-1]
         t0, t1, b0, b1 = self.times[i - 1], self.times[i], values[i - 1], values[i]
         return b0 + (b1 - b0) * (t - t0) / (t1 - t0)
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) of a process itself, or None when it is gone.
-
-    Waited-for children are left out: the run process reaps its workers after the clock stops, and their CPU
-    must not land on it.
-    """
-    try:
-        # /proc/<pid>/stat: the command may hold spaces, so split after its closing parenthesis
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def pipeline_labeller(services: dict[int, str]) -> Callable[[int], str | None]:

@@ -28,7 +28,13 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.events import Event, EventDecodeError, PairCorrelated, PairTask, decode
-from contracts.kafka import consumer_config, dead_letter_for, produce_event, producer_config
+from contracts.kafka import (
+    consumer_config,
+    dead_letter_for,
+    log_ready_on_first_assignment,
+    produce_event,
+    producer_config,
+)
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.ccf import CCF_EXT, decode_ccfs, encode_ccfs
@@ -116,15 +122,8 @@ class Correlator:
         )
         self.consumer = Consumer(consumer_config(settings, group, transactional=True, service=SERVICE))
         self._stop = threading.Event()
-        self._ready = False
         self._first_result_seen = False
         self._last_arrived = ""  # raw arrival of the later station of the latest task (first-result gauge)
-
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Say "ready" once the group has given this member its share (possibly none) of the partitions."""
-        if not self._ready:
-            self._ready = True
-            log.info("correlator %s ready with %d partitions", self.worker_id, len(partitions))
 
     def stop(self) -> None:
         """Finish the current batch and return from :meth:`run`."""
@@ -133,7 +132,8 @@ class Correlator:
     def run(self) -> None:
         """Consume task batches until stopped."""
         self.producer.init_transactions(30)
-        self.consumer.subscribe([self.topics.pairs], on_assign=self._on_assign)
+        on_assign = log_ready_on_first_assignment(log, f"correlator {self.worker_id}")
+        self.consumer.subscribe([self.topics.pairs], on_assign=on_assign)
         try:
             while not self._stop.is_set():
                 batch = [m for m in self.consumer.consume(self.batch_size, 0.05) if not m.error()]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from contracts.events import DeadLetter, Event
 from contracts.metrics import CONSUMER_LAG, DEAD_LETTERS, KAFKA_ERRORS
@@ -145,3 +145,17 @@ def partitions_of(client: Producer | Consumer, topic: str, timeout: float = 10.0
     if info is None or info.error is not None:
         raise KeyError(f"topic {topic} does not exist")
     return sorted(info.partitions)
+
+
+def log_ready_on_first_assignment(logger: logging.Logger, who: str) -> Callable[[Consumer, list[TopicPartition]], None]:
+    """An ``on_assign`` callback that logs "<who> ready" once, when the group first gives this member its share
+    (possibly none) of the partitions: before that, a member that looks started would still miss its tasks."""
+    said = False
+
+    def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            logger.info("%s ready with %d partitions", who, len(partitions))
+
+    return on_assign

@@ -69,10 +69,13 @@ class IngestReport:
     windows: list[str] = field(default_factory=list)
     stations: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    first_arrival: float | None = None
-    last_arrival: float | None = None
     arrivals: list[float] = field(default_factory=list)  # wall time each raw object was announced
     failed: list[tuple[str, str]] = field(default_factory=list)  # (window, SEED id) that could not be uploaded
+
+    @property
+    def last_arrival(self) -> float | None:
+        """Wall time of the last raw object announced, or None before the first."""
+        return self.arrivals[-1] if self.arrivals else None
 
 
 def plan(inventory: Inventory) -> list[RawObject]:
@@ -173,8 +176,6 @@ class Ingestor:
             report.failed.append((obj.window, obj.seed_id))
             return
         now = time.time()
-        report.first_arrival = report.first_arrival or now
-        report.last_arrival = now
         report.arrivals.append(now)
         report.objects += 1
         event = RawFileArrived(

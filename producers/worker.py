@@ -28,6 +28,7 @@ from contracts.kafka import (
     broadcast,
     consumer_config,
     dead_letter_for,
+    log_ready_on_first_assignment,
     partitions_of,
     produce_event,
     producer_config,
@@ -71,13 +72,6 @@ class PreprocessWorker:
         self.producer = Producer(producer_config(settings))
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
         self._stop = threading.Event()
-        self._ready = False
-
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Say "ready" once the group has given this member its share (possibly none) of the partitions."""
-        if not self._ready:
-            self._ready = True
-            log.info("preprocess worker %s ready with %d partitions", self.producer_id, len(partitions))
 
     def stop(self) -> None:
         """Finish the current file and return from :meth:`run`."""
@@ -89,7 +83,8 @@ class PreprocessWorker:
         broadcast(
             self.producer, self.topics.files, self.producer_id, ProducerStarted(producer=self.producer_id), partitions
         )
-        self.consumer.subscribe([self.topics.raw], on_assign=self._on_assign)
+        on_assign = log_ready_on_first_assignment(log, f"preprocess worker {self.producer_id}")
+        self.consumer.subscribe([self.topics.raw], on_assign=on_assign)
         try:
             while not self._stop.is_set():
                 msg = self.consumer.poll(0.1)

@@ -34,6 +34,19 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0, in
         time.sleep(interval)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process itself, from ``/proc``; None when it is gone.
+
+    Waited-for children are left out: a parent that reaps its workers must not be charged for them.
+    """
+    try:
+        # /proc/<pid>/stat: the command may hold spaces, so split after its closing parenthesis
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class WorkerProcess:
     """``xcorrflow worker <args>`` as a child process, logging to a file."""
 
@@ -122,11 +135,8 @@ class WorkerProcess:
 
     def cpu_s(self) -> float | None:
         """CPU seconds (user + system) the process used so far; None when it is not running."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+        used = process_cpu_s(self.pid)
+        return None if used is None else round(used, 2)
 
     def alive(self) -> bool:
         """True while the process runs."""
