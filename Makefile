@@ -11,8 +11,10 @@ STACK  ?= native
 PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="--rounds 1 --no-live"`.
 BENCH_ARGS ?=
+# Extra chaos arguments, e.g. `make chaos CHAOS_ARGS="--only kafka-restart"` (`--list` names the scenarios).
+CHAOS_ARGS ?=
 
-.PHONY: help venv up down status clean-data topics test test-unit test-integration demo bench bench-kernel lint fmt clean
+.PHONY: help venv up down status clean-data topics test test-unit test-integration demo bench bench-kernel chaos lint fmt clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +61,9 @@ bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, comm
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
 	$(BIN)/python -m bench.commit_latency
 	$(BIN)/python -m bench.cpu_budget
+
+chaos: venv ## inject issue 10's faults into runs on a private stack (ports 29xxx) -> bench/results/chaos.{json,md}
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel
