@@ -1,0 +1,109 @@
+"""The results of ``make chaos`` as JSON (every measurement) and as a markdown table (one row per scenario)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "scenario",
+    "fault",
+    "result",
+    "exit",
+    "complete",
+    "pairs expected",
+    "present",
+    "at true lag",
+    "wrong windows",
+    "twice on the wire",
+    "recovery s",
+    "makespan s (× baseline)",
+    "orphans",
+    "dead letters (report / DLQ)",
+    "why it failed",
+)
+
+
+def cells(row: dict[str, Any], baseline_makespan: float | None) -> list[str]:
+    """The table cells of one scenario row."""
+    o = row.get("outcome")
+    if o is None:  # the harness itself failed on this scenario
+        return [row["name"], row["fault"], "FAIL", *["–"] * (len(COLUMNS) - 4), "; ".join(row["problems"])]
+    return [
+        row["name"],
+        row["fault"],
+        "PASS" if row["passed"] else "FAIL",
+        "hung" if o["exit_code"] is None else str(o["exit_code"]),
+        _complete(o),
+        str(o["pairs_expected"]),
+        str(o["present"]),
+        str(o["at_true_lag"]),
+        str(o["wrong_windows"]),
+        str(o["wire_duplicates"]),
+        _num(o["recovery_s"]),
+        _makespan(o["makespan_s"], baseline_makespan),
+        str(len(o["orphans"]) + len((row.get("first_run") or {}).get("orphans", []))),
+        f"{o['dead_letters']} / {o['dlq_records']}",
+        "; ".join(row["problems"]).replace("|", "\\|")[:400],
+    ]
+
+
+def _complete(o: dict[str, Any]) -> str:
+    if not o["report"]:
+        return "no report"
+    return "–" if o["complete"] is None else str(o["complete"]).lower()
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _makespan(value: float | None, baseline: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" + (f" (×{value / baseline:.2f})" if baseline else "")
+
+
+def baseline_makespan(rows: list[dict[str, Any]]) -> float | None:
+    """The clean run's makespan, when the baseline ran and completed."""
+    for row in rows:
+        if row["name"] == "baseline" and row.get("outcome"):
+            value: float | None = row["outcome"]["makespan_s"]
+            return value
+    return None
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table."""
+    base = baseline_makespan(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(r, base)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def line(row: dict[str, Any]) -> str:
+    """One line of progress for a finished scenario."""
+    o = row.get("outcome") or {}
+    verdict = "PASS" if row["passed"] else "FAIL: " + "; ".join(row["problems"])[:300]
+    pairs = f"{o.get('present', '?')}/{o.get('pairs_expected', '?')} pairs"
+    return f"chaos: {row['name']:20} {pairs}, {o.get('wall_s', '?')} s  {verdict}"
+
+
+def write(base: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Write ``<base>.json`` and ``<base>.md``."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(), "passed": _passed(rows)}
+    base.with_suffix(".json").write_text(json.dumps({"meta": meta, "scenarios": rows}, indent=1, default=str) + "\n")
+    head = (
+        f"{meta['stations']} stations x {meta['hours']} h, input spread over {meta['spread_s']:g} s, "
+        f"P = 2, C = 2 unless stated; {meta['passed']} scenarios passed; "
+        f"`make chaos` took {meta['total_s'] / 60:.1f} min ({meta['date']})."
+    )
+    base.with_suffix(".md").write_text(head + "\n\n" + table(rows) + "\n")
+
+
+def _passed(rows: list[dict[str, Any]]) -> str:
+    return f"{sum(r['passed'] for r in rows)}/{len(rows)}"
