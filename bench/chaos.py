@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.wipe()
     name = "chaos" if not args.only else "chaos-selection"
     meta = {"stations": args.stations, "hours": args.hours, "spread_s": args.spread, "timeout_s": args.timeout}
+    meta["code"] = chaos_report.code_version(BENCH.parent)
     chaos_report.write(args.results / name, rows, {**meta, "total_s": round(time.time() - t0, 1)})
     failed = [r["name"] for r in rows if not r["passed"]]
     _say(

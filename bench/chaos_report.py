@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -95,15 +96,31 @@ def line(row: dict[str, Any]) -> str:
 def write(base: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Write ``<base>.json`` and ``<base>.md``."""
     base.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(), "passed": _passed(rows)}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(), **meta, "passed": _passed(rows)}
     base.with_suffix(".json").write_text(json.dumps({"meta": meta, "scenarios": rows}, indent=1, default=str) + "\n")
     head = (
         f"{meta['stations']} stations x {meta['hours']} h, input spread over {meta['spread_s']:g} s, "
         f"P = 2, C = 2 unless stated; {meta['passed']} scenarios passed; "
         f"`make chaos` took {meta['total_s'] / 60:.1f} min ({meta['date']})."
     )
+    if meta.get("code"):
+        head += f" Code: {meta['code']}."
+    if meta.get("note"):
+        head += f" {meta['note']}."
     base.with_suffix(".md").write_text(head + "\n\n" + table(rows) + "\n")
 
 
 def _passed(rows: list[dict[str, Any]]) -> str:
     return f"{sum(r['passed'] for r in rows)}/{len(rows)}"
+
+
+def code_version(repo: Path) -> str:
+    """The commit under test (``git describe``-like: short hash, ``+dirty`` with local changes), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "-uno"], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
