@@ -136,6 +136,20 @@ class PrivateStack:
         return self.service(name).healthy()
 
 
+def free_port_base(first: int, tries: int = 10, step: int = 100) -> int:
+    """The first port base from ``first`` (then + ``step``…) whose stack ports nobody listens on, so that two
+    test sessions on one machine each get their own stack.
+
+    Raises:
+        FaultError: all ``tries`` bases are taken.
+    """
+    for base in range(first, first + tries * step, step):
+        ports = PrivateStack(Path("/nonexistent"), base).ports.values()
+        if not any(process.port_open("127.0.0.1", port) for port in ports):
+            return base
+    raise FaultError(f"no free port base among {first}..{first + (tries - 1) * step}")
+
+
 # --- services: kill, restart, freeze, thaw ---------------------------------------------------------------
 
 
