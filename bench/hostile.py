@@ -4,11 +4,11 @@ Built from one ``xcorrflow synth`` deployment of N + 3 stations:
 
 - the first N stations are **good**: each file under an odd name (spaces, unicode, ``..``, glob characters,
   very long names, nested folders whose names hold ``..``); their pairs must all come out exact;
-- station N+1 lives **outside** the folder and is reachable only through symlinks (a file link and a folder
-  link); it must not be read, so none of its pairs may appear;
+- station N+1 lives **outside** the folder and is reachable only through symlinks (a file link to its first
+  hour, a folder link to all its hours); it must not be read, so none of its pairs may appear;
 - station N+2 has its first hour twice, **identical** (merged with a warning, or dead-lettered): its pairs
   may appear and must then be exact;
-- station N+3 has its first hour twice, **conflicting** (the second copy is shifted), and its second hour
+- station N+3 has its first hour twice, **conflicting** (the second copy is shifted), and its last hour
   truncated: it must be dead-lettered, so if its pairs appear they must still be exact;
 - junk: an empty file, a truncated file, text named ``.mseed``, three bad SEED ids (``*``, ``/``, ``..``)
   and a symlink to ``/etc/hostname``.
@@ -87,7 +87,7 @@ def build_hostile(dest: Path, stations: int = 12, hours: int = 2, seed: int = 3)
     _copy(files[conflict, 0], dest / "conflict-a.mseed")
     _shifted(files[conflict, 0], dest / "conflict-b.mseed")
     bad["conflict-b.mseed"] = "same channel and time as conflict-a.mseed, other samples"
-    bad |= _junk(dest, files[conflict, 1], files[good[0], 0])
+    bad |= _junk(dest, files[conflict, hours - 1], files[good[0], 0])
     shutil.rmtree(staging)
     listing = _listing(outside)
     return HostileInput(dest, outside, truth, tuple(good), (dup, conflict), bad, links, listing)
@@ -108,7 +108,7 @@ def _links(dest: Path, outside: Path, linked: list[Path]) -> dict[str, str]:
     """A file symlink and a folder symlink to a station outside, and a symlink to /etc/hostname."""
     (outside / "station").mkdir(parents=True)
     _copy(linked[0], outside / linked[0].name)
-    for path in linked[1:]:
+    for path in linked:
         _copy(path, outside / "station" / path.name)
     (dest / "linked-outside.mseed").symlink_to(outside / linked[0].name)
     (dest / "linked-folder").symlink_to(outside / "station", target_is_directory=True)
