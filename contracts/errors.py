@@ -23,3 +23,11 @@ class ServiceUnavailable(XcorrflowError):
         self.service = service
         self.endpoint = endpoint
         self.reason = reason
+
+
+class TransientError(XcorrflowError):
+    """A failure that waiting may heal (a store or broker briefly away): retry the work, never dead-letter it.
+
+    Consume loops catch this root class to rewind and retry; each package's own transient errors derive from
+    it (e.g. :class:`storage.errors.StorageUnavailable`).
+    """
