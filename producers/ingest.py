@@ -8,6 +8,11 @@ the CnF count. Unreadable files become dead letters with their reason; the rest 
 
 Order of one station-window: put the object (conditional, idempotent) → produce RawFileArrived. The whole run
 ends with a flush, so when ``ingest`` returns every announcement is in Kafka.
+
+Only bad input is dead-lettered. A store or broker that is briefly away is waited for (up to
+``faults.s3_outage_s`` and ``faults.kafka_outage_s``); beyond that the ingest fails with the reason, and a
+station-window is never reported as bad because a server was away. An object already in the store with the
+same bytes is not uploaded again (a resumed run), but it is announced again: the workers ignore duplicates.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import obspy
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
+from contracts.errors import TransientError
 from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcnow
-from contracts.kafka import produce_event, producer_config
+from contracts.kafka import flush_through_outage, produce_event, producer_config
 from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
@@ -116,7 +122,8 @@ class Ingestor:
         self.topics = topics
         self.store = store
         self.ns = settings.key_prefix
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
+        self._undelivered: list[KafkaError] = []
 
     def ingest_inventory(
         self,
@@ -126,6 +133,7 @@ class Ingestor:
         shuffle_seed: int | None = None,
         expected: int | None = None,
         on_object: Callable[[RawObject], None] | None = None,
+        report: IngestReport | None = None,
     ) -> IngestReport:
         """Upload and announce everything an inventory holds.
 
@@ -135,8 +143,14 @@ class Ingestor:
             shuffle_seed: arrival order shuffled with this seed (None: time, then station order).
             expected: station count to announce per window (default: the stations that window has).
             on_object: called after each object is announced (progress).
+            report: filled in as the ingest goes (another thread may watch it); a new one when omitted.
+
+        Raises:
+            TransientError: the store stayed away longer than ``faults.s3_outage_s``.
+            IngestError, DependencyUnavailable: announcements could not be delivered to Kafka.
         """
-        report = IngestReport(windows=inventory.windows(), stations=inventory.seed_ids())
+        report = report if report is not None else IngestReport()
+        report.windows, report.stations = inventory.windows(), inventory.seed_ids()
         for letter in inventory.dead_letters:
             self._dead_letter(letter.source, letter.reason, report)
         objects = plan(inventory)
@@ -166,11 +180,19 @@ class Ingestor:
             EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
 
     def _ingest_one(self, obj: RawObject, coords: object, report: IngestReport) -> None:
+        """Upload and announce one station-window; bad data becomes a dead letter.
+
+        Raises:
+            TransientError: the store stayed away longer than ``faults.s3_outage_s`` (never dead-lettered).
+        """
         sources = ", ".join(item.source for item in obj.items)
+        key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
         try:
             data = raw_bytes(obj, self.settings.processing.window_s)
-            key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
-            self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+            if not self._stored(key, data):
+                self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+        except TransientError:
+            raise
         except Exception as exc:  # one station-window never sinks the ingest; the reason goes to the DLQ
             self._dead_letter(sources, f"{type(exc).__name__}: {exc}", report)
             report.failed.append((obj.window, obj.seed_id))
@@ -197,15 +219,29 @@ class Ingestor:
         log.warning("dead letter: %s: %s", source, reason)
         produce_event(self.producer, self.topics.dlq, source[:200], letter)
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Wait until every announcement is acknowledged by Kafka.
+    def _stored(self, key: str, data: bytes) -> bool:
+        """True when ``key`` already holds an object of this size (uploaded by an earlier attempt of the run)."""
+        from storage.errors import ObjectNotFound
+
+        try:
+            return self.store.stat(key).size == len(data)
+        except ObjectNotFound:
+            return False
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._undelivered.append(err)
+
+    def flush(self) -> None:
+        """Wait until every announcement is acknowledged by Kafka, through a broker outage.
 
         Raises:
-            IngestError: some messages could not be delivered in time.
+            IngestError: some messages failed for good.
+            DependencyUnavailable: the broker stayed away longer than ``faults.kafka_outage_s``.
         """
-        left = self.producer.flush(timeout)
-        if left:
-            raise IngestError(f"{left} announcements were not delivered to Kafka within {timeout:.0f} s")
+        flush_through_outage(self.producer, "ingest announcements")
+        if self._undelivered:
+            raise IngestError(f"{len(self._undelivered)} announcements failed: {self._undelivered[0].str()}")
 
 
 def _schedule(n: int, spread_s: float) -> Iterator[float]:
