@@ -351,6 +351,7 @@ class _Run:
             {"source": d.source, "reason": d.reason} for d in s.dead_letters if d.service != "ingest"
         ]
         report.skipped = s.skipped
+        report.warnings = [w.to_dict() for w in self.inventory.warnings]  # merged duplicates, skipped symlinks
         report.timings_s = {
             "ingest": round(last_arrival - t0, 6),
             "first_ready": round((s.first_ready_at or t0) - t0, 6),

@@ -1,7 +1,8 @@
 """The run report (DESIGN.md §7), shared by every run mode.
 
 ``report.json`` holds at least ``mode, stations, windows, pairs, first_result_s, makespan_s, dead_letters``,
-plus what was skipped and why, stage timings, the output locations and the settings used (secrets masked).
+plus input warnings, what was skipped and why, stage timings, the output locations and the settings used
+(secrets masked).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Report:
     makespan_s: float = 0.0
     started_at: float | None = None  # Unix time at which the clock started (pipeline: ingest start)
     dead_letters: list[dict[str, str]] = field(default_factory=list)
+    # input that was used or passed over but deserves a word: {"source", "warning"} (e.g. merged duplicates)
+    warnings: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
