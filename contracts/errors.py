@@ -31,3 +31,15 @@ class TransientError(XcorrflowError):
     Consume loops catch this root class to rewind and retry; each package's own transient errors derive from
     it (e.g. :class:`storage.errors.StorageUnavailable`).
     """
+
+
+class JsonRefused(XcorrflowError, ValueError):
+    """A message was refused before or while parsing it as JSON (too big, too deep, not UTF-8, malformed...).
+
+    Also a :class:`ValueError`, like every "this input is bad" error, so callers that already dead-letter
+    ``ValueError`` keep doing so.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from contracts.events import DeadLetter, Event
+from contracts.events import MAX_PAYLOAD_CHARS, DeadLetter, Event
 from contracts.metrics import CONSUMER_LAG, DEAD_LETTERS, KAFKA_ERRORS
 from contracts.outage import KAFKA
 from contracts.settings import Settings
@@ -263,7 +263,7 @@ def dead_letter_for(msg: Message, service: str, reason: str, source: str = "") -
         source_partition=msg.partition() or 0,
         source_offset=msg.offset() or 0,
         source=source,
-        payload=raw[:4096].decode("utf-8", errors="replace"),
+        payload=raw[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace"),  # bytes >= characters
     )
 
 

@@ -17,6 +17,7 @@ same bytes is not uploaded again (a resumed run), but it is announced again: the
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import random
@@ -33,20 +34,10 @@ from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcn
 from contracts.kafka import flush_through_outage, produce_event, producer_config
 from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
 from contracts.settings import Settings, TopicNames
-from dsp.errors import DspError
 from dsp.windows import window_start
 from producers.errors import ProducersError
-from producers.inventory import DeadLetter as InventoryDeadLetter
-from producers.inventory import (
-    Inventory,
-    RawItem,
-    is_input,
-    is_metadata,
-    load_stream,
-    scan_file,
-    scan_folder,
-    scan_metadata,
-)
+from producers.inventory import Inventory, RawItem, is_metadata, load_stream, scan_folder, scan_metadata, scan_walk
+from producers.walk import Note, Walk, read_input, shown, walk_folder
 from storage import ObjectStore
 from storage.keys import prep_key, raw_key
 
@@ -100,7 +91,7 @@ def raw_bytes(obj: RawObject, window_s: float) -> bytes:
         OSError, DspError: a file vanished or changed since it was scanned.
     """
     if len(obj.items) == 1 and obj.items[0].windows == (obj.window,):
-        return Path(obj.items[0].source).read_bytes()
+        return read_input(obj.items[0].source)
     stream = load_stream(obj.items)
     t0 = obspy.UTCDateTime(window_start(obj.window, window_s))
     # End exclusive: the sample at t0 + window_s belongs to the next window.
@@ -185,7 +176,7 @@ class Ingestor:
         Raises:
             TransientError: the store stayed away longer than ``faults.s3_outage_s`` (never dead-lettered).
         """
-        sources = ", ".join(item.source for item in obj.items)
+        sources = ", ".join(shown(item.source) for item in obj.items)
         key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
         try:
             data = raw_bytes(obj, self.settings.processing.window_s)
@@ -278,37 +269,58 @@ def follow_folder(
 ) -> Iterator[IngestReport]:
     """Keep watching ``folder``: a file is ingested once, when its size has not changed for one poll.
 
-    Station metadata (stations.csv, StationXML) is re-read when it changes.
+    The folder is walked by the rules of :func:`producers.walk.walk_folder` (no symlink followed; links out of
+    the folder and non-regular files are dead-lettered, once). Overlapping files of one channel are judged
+    within a pass; a later file that overlaps an ingested one with other samples meets a conditional write
+    that refuses it. Station metadata (stations.csv, StationXML) is re-read on every pass.
 
     Yields:
-        One report per pass that found new files.
+        One report per pass that found new files or new refused entries.
     """
     root = Path(folder)
-    sizes: dict[Path, int] = {}
-    done: set[Path] = set()
+    watch = FolderWatch(root)
     ingestor = Ingestor(settings, topics, store)
     while not stop():
-        current = {p: p.stat().st_size for p in root.rglob("*") if p.is_file() and is_input(p, root)}
-        stable = sorted(p for p, size in current.items() if p not in done and sizes.get(p) == size)
-        sizes = current
-        if stable:
-            done.update(stable)
-            yield ingestor.ingest_inventory(_scan_files(stable, root, settings), expected=expected)
+        new = watch.poll()
+        if new.files or new.refused:
+            yield ingestor.ingest_inventory(_scan_new(new, root, settings), expected=expected)
         time.sleep(poll_s)
 
 
-def _scan_files(files: list[Path], root: Path, settings: Settings) -> Inventory:
-    """An inventory of some files of a folder; coordinates come from the folder's station metadata."""
-    items, dead = [], []
-    coordinates = scan_metadata(root)
-    for file in files:
-        if is_metadata(file):
-            continue
+class FolderWatch:
+    """What is new in a followed folder at each poll: files whose size held still, entries newly refused."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sizes: dict[Path, int] = {}
+        self.done: set[Path] = set()
+        self.noted: set[Note] = set()
+
+    def poll(self) -> Walk:
+        """Walk the folder once.
+
+        Returns:
+            The files not yet returned whose size is the same as at the previous poll, and the refused and
+            skipped entries not yet returned (a folder that cannot be walked right now gives nothing).
+        """
         try:
-            items.append(scan_file(file, settings.processing))
-        except (DspError, OSError) as exc:
-            dead.append(InventoryDeadLetter(str(file), f"{type(exc).__name__}: {exc}"))
-    return Inventory(tuple(items), tuple(dead), coordinates)
+            walk = walk_folder(self.root)
+        except OSError as exc:
+            log.warning("cannot walk %s: %s", shown(self.root), exc)
+            return Walk(())
+        stable = tuple(e for e in walk.files if e.path not in self.done and self.sizes.get(e.path) == e.size)
+        self.sizes = {e.path: e.size for e in walk.files}
+        self.done.update(e.path for e in stable)
+        refused = tuple(n for n in walk.refused if n not in self.noted)
+        skipped = tuple(n for n in walk.skipped if n not in self.noted)
+        self.noted.update(refused + skipped)
+        return Walk(stable, refused, skipped)
+
+
+def _scan_new(new: Walk, root: Path, settings: Settings) -> Inventory:
+    """An inventory of what one poll found; coordinates come from all of the folder's station metadata."""
+    data = Walk(tuple(e for e in new.files if not is_metadata(e.path)), new.refused, new.skipped)
+    return dataclasses.replace(scan_walk(data, settings.processing), coordinates=scan_metadata(root))
 
 
 def product_key_for(settings: Settings, window: str, seed_id: str) -> str:

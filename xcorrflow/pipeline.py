@@ -351,6 +351,7 @@ class _Run:
         ]
         report.untrusted = s.untrusted[:MAX_LISTED] + self.collector.failures[:MAX_LISTED]
         report.skipped = s.skipped
+        report.warnings = [w.to_dict() for w in self.inventory.warnings]  # merged duplicates, skipped symlinks
         report.timings_s = {
             "ingest": round(last_arrival - t0, 6),
             "first_ready": round((s.first_ready_at or t0) - t0, 6),
