@@ -14,6 +14,7 @@ so no pair is ever lost. Each decision comes with the state records that make a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -52,6 +53,11 @@ class Decision:
     tasks: list[PairTask] = field(default_factory=list)
     state: list[tuple[str, bytes | None]] = field(default_factory=list)
     ignored: str = ""
+    refused: list[str] = field(default_factory=list)  # product keys a commit listed that do not exist
+
+
+def _always(_key: str) -> bool:
+    return True
 
 
 def parse_product_key(key: str, namespace: str = "") -> tuple[str, str, str]:
@@ -100,18 +106,26 @@ class PairingCore:
                 self._seq = max(self._seq, entry.seq)
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def file_ready(self, event: FileReady) -> Decision:
+    def file_ready(self, event: FileReady, exists: Callable[[str], bool] = _always) -> Decision:
         """A station's product may be read.
 
+        Args:
+            event: the FileReady.
+            exists: whether a product key names a stored object; asked once per new station, so an event for
+                an object that is not there never becomes a task.
+
         Raises:
-            ValueError: the key is not a product key of this namespace.
+            ValueError: the key is not a product key of this namespace, or names no stored object.
         """
         directory, window, station = parse_product_key(event.key, self.namespace)
-        w = self._window(window, directory)
+        w = self.windows.get(window)
         decision = Decision()
-        if station in w.stations:
+        if w is not None and station in w.stations:
             decision.ignored = "duplicate"
             return decision
+        if not exists(event.key):
+            raise ValueError(f"FileReady names {event.key!r}, which is not in the store")
+        w = self._window(window, directory)
         self._seq += 1
         entry = StationEntry(station, event.key, event.ready_at, event.arrived_at, self._seq)
         earlier = sorted(w.stations.values(), key=lambda s: s.seq)
@@ -121,8 +135,12 @@ class PairingCore:
             decision.tasks += self._row(w, entry, earlier)
         return decision
 
-    def directory_committed(self, event: DirectoryCommitted) -> Decision:
-        """A window's directory is complete (n_files, deadline, ...)."""
+    def directory_committed(self, event: DirectoryCommitted, exists: Callable[[str], bool] = _always) -> Decision:
+        """A window's directory is complete (n_files, deadline, ...).
+
+        Files the commit lists that this scheduler has not seen ready are added only if ``exists(key)``; the
+        others are listed in ``Decision.refused``.
+        """
         decision = Decision()
         try:
             directory, window, _ = parse_product_key(event.directory + "x.x", self.namespace)
@@ -134,8 +152,10 @@ class PairingCore:
             decision.ignored = "duplicate"
             return decision
         for key in event.files:  # files the commit lists but whose FileReady this scheduler has not seen
-            _, _, station = parse_product_key(key, self.namespace)
-            if station not in w.stations:
+            _, file_window, station = parse_product_key(key, self.namespace)
+            if file_window != window or (station not in w.stations and not exists(key)):
+                decision.refused.append(key)
+            elif station not in w.stations:
                 self._seq += 1
                 w.stations[station] = StationEntry(station, key, event.committed_at, "", self._seq)
                 decision.state.append(self._station_record(w, w.stations[station]))

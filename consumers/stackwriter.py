@@ -33,14 +33,9 @@ def open_stacker_store(settings: Settings, connections: int) -> ObjectStore:
     Raises:
         StorageUnavailable: the server cannot be reached to check the bucket.
     """
-    from storage.s3 import S3Store, build_client
+    from storage.s3 import S3Store
 
-    secrets = (settings.s3_access_key.get_secret_value(), settings.s3_secret_key.get_secret_value())
-    client = build_client(settings.s3_address, *secrets, region=settings.s3_region, secure=settings.s3_secure,
-                          max_connections=max(10, connections))  # fmt: skip
-    store = S3Store(client, settings.s3_bucket, endpoint=settings.s3_url)
-    store.ensure_bucket()
-    return store
+    return S3Store.from_settings(settings, max_connections=max(10, connections))
 
 
 class StackWriter:

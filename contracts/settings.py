@@ -80,6 +80,29 @@ class TopicPartitions(BaseModel):
     state: int = Field(4, ge=1, description="partitions of each compacted state topic")
 
 
+class FaultSettings(BaseModel):
+    """How long the pipeline rides through outages, and how it restarts what dies (issue 10)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka_outage_s: float = Field(
+        120.0, gt=0, description="a Kafka broker may be unreachable this long before a service or run gives up"
+    )
+    s3_outage_s: float = Field(
+        120.0, gt=0, description="the S3 server may fail transiently this long before a request gives up"
+    )
+    s3_connect_timeout_s: float = Field(5.0, gt=0, description="S3 connect timeout per request, s")
+    s3_read_timeout_s: float = Field(
+        30.0, gt=0, description="S3 read timeout per request, s (a frozen server is noticed after this long)"
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="xcorrflow run restarts a dead worker this many times before the run fails"
+    )
+    restart_backoff_s: float = Field(
+        1.0, ge=0, description="first wait before restarting a dead worker; doubles per restart, capped at 30 s"
+    )
+
+
 class Settings(BaseSettings):
     """Frozen configuration shared by every xcorrflow component."""
 
@@ -135,6 +158,9 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "xcorrflow",
         description="downloaded and built artefacts (Kafka jars, S3 server binary), reused across checkouts",
     )
+
+    # --- Faults ------------------------------------------------------------------------------------------------
+    faults: FaultSettings = Field(default_factory=FaultSettings, description="outage limits and worker restarts")
 
     # --- Science -----------------------------------------------------------------------------------------------
     processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")

@@ -116,13 +116,24 @@ class S3Store(ObjectStore):
         self._probe_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, bucket: str | None = None, create_bucket: bool = True) -> S3Store:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        bucket: str | None = None,
+        create_bucket: bool = True,
+        max_connections: int = 10,
+    ) -> S3Store:
         """Connect to the endpoint, credentials, region and bucket of the settings.
 
+        Transient failures are retried for ``faults.s3_outage_s`` (a restarted or frozen server is waited
+        for) with the per-request timeouts of ``faults``; the process's S3 outage tracker hears of each.
+
         Args:
-            settings: the project settings (``s3_*`` fields).
+            settings: the project settings (``s3_*`` and ``faults`` fields).
             bucket: overrides ``settings.s3_bucket``.
             create_bucket: create the bucket if it is missing (one round trip).
+            max_connections: HTTP pool size (one per thread that talks to S3 at once).
 
         Raises:
             StorageConfigError: the bucket name is invalid.
@@ -134,8 +145,11 @@ class S3Store(ObjectStore):
             settings.s3_secret_key.get_secret_value(),
             region=settings.s3_region,
             secure=settings.s3_secure,
+            connect_timeout=settings.faults.s3_connect_timeout_s,
+            read_timeout=settings.faults.s3_read_timeout_s,
+            max_connections=max_connections,
         )
-        store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url)
+        store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url, retry=outage_retry(settings))
         if create_bucket:
             store.ensure_bucket()
         return store
@@ -403,3 +417,11 @@ class S3Store(ObjectStore):
             return digest.hexdigest()
 
         return self._call("get", key, fetch)
+
+
+def outage_retry(settings: Settings) -> RetryPolicy:
+    """The retry policy of a long-running service: retry transient failures for ``faults.s3_outage_s``."""
+    from contracts.outage import S3
+
+    S3.configure(settings.s3_url, settings.faults.s3_outage_s)
+    return RetryPolicy(deadline_s=settings.faults.s3_outage_s, observer=S3)

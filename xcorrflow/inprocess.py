@@ -25,6 +25,7 @@ from dsp.seed import pair_key, parse_pair_key
 from dsp.stack import StackBank
 from dsp.windows import window_start
 from producers.inventory import DeadLetter, Inventory, RawItem, load_stream, scan_folder
+from producers.walk import shown
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
 from xcorrflow.sac import ccf_sac_bytes, write_sac
@@ -80,7 +81,12 @@ def run_inprocess(
     output_dir.mkdir(parents=True, exist_ok=True)
     ids = inv.seed_ids()
     keys = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
-    report = Report(mode="inprocess", started_at=started_at, dead_letters=[d.to_dict() for d in inv.dead_letters])
+    report = Report(
+        mode="inprocess",
+        started_at=started_at,
+        dead_letters=[d.to_dict() for d in inv.dead_letters],
+        warnings=[w.to_dict() for w in inv.warnings],
+    )
     state = _RunState(t0, report, StackBank(keys, 2 * params.maxlag + 1, phase=params.stack == "pws"))
     state.timings["scan"] = time.perf_counter() - t0
     table = inv.by_window()
@@ -132,7 +138,7 @@ def _preprocess(
         except (RecordTooShort, EmptyRecord) as exc:
             state.report.skipped.append({"window": window, "item": seed_id, "reason": str(exc)})
         except (DspError, OSError) as exc:
-            dead = DeadLetter(",".join(sources), f"{type(exc).__name__}: {exc}")
+            dead = DeadLetter(",".join(shown(s) for s in sources), f"{type(exc).__name__}: {exc}")
             state.report.dead_letters.append(dead.to_dict())
         state.tick("preprocess", since)
         if progress is not None:

@@ -21,7 +21,7 @@ A, B, C = "XX.A..HHZ", "XX.B..HHZ", "XX.C..HHZ"
 def _put(store: MemoryStore, window: str, pairs: list[tuple[str, str]], seed: int) -> tuple[str, np.ndarray]:
     ccfs = np.random.default_rng(seed).standard_normal((len(pairs), N_LAGS)).astype(np.float32)
     batch = CcfBatch(window, 20.0, PARAMS.maxlag, tuple(pairs), ccfs, np.ones(len(pairs), np.int64))
-    key = f"ns/ccf/{window}/{pairs[0][0]}.r{seed}.npz"
+    key = f"ccf/{window}/{pairs[0][0]}.r{seed}.npz"  # the collector reads a run's namespace-scoped store
     store.put(key, encode_ccfs(batch))
     return key, ccfs
 

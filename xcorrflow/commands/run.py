@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cleanup", action="store_true", help="pipeline: delete the run's objects and topics once OUT is written"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="pipeline: start a new run even if OUT holds an unfinished one (by default the same command resumes it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,6 +79,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         shuffle_seed=args.shuffle_seed,
         timeout_s=args.timeout,
         cleanup=args.cleanup,
+        fresh=args.fresh,
     )
 
     def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
@@ -92,7 +99,7 @@ def _require_stack(settings: Settings, mode: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen mode and write the report; returns 0, or 1 when no pair could be correlated."""
+    """Run the chosen mode and write the report; returns 0 when the run is complete, 1 otherwise."""
     if args.input is None or args.output is None:
         raise ModeUnavailable(args.mode, "--input and --output are required")
     runner = runner_for(args.mode, args)
@@ -105,12 +112,21 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.tuning)
     progress = Progress(1, label=args.mode)
-    report = runner(args.input, args.output, settings, progress)
-    progress.close()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped run still writes its report
+    try:
+        report = runner(args.input, args.output, settings, progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
     write_report(args.output / REPORT_NAME, report)
+    state = "" if report.complete else f" INCOMPLETE ({report.reason})"
     print(
         f"{report.mode}: {report.stations} channels, {report.windows} windows, {report.pairs} pairs, "
-        f"{len(report.dead_letters)} dead letters, {report.makespan_s:.1f} s -> {args.output}",
+        f"{len(report.dead_letters)} dead letters, {report.makespan_s:.1f} s -> {args.output}{state}",
         file=sys.stderr,
     )
-    return 0 if report.pairs > 0 else 1
+    return 0 if report.complete and report.pairs > 0 else 1
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt

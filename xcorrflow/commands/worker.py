@@ -98,11 +98,12 @@ def run_broker(args: argparse.Namespace) -> int:
 def run_scheduler(args: argparse.Namespace) -> int:
     """Run the pair scheduler."""
     from consumers.scheduler import PairScheduler
+    from storage import open_store
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
-    scheduler = PairScheduler(settings, topics, args.mode, windows_expected=args.windows)
+    scheduler = PairScheduler(settings, topics, args.mode, windows_expected=args.windows, store=open_store(settings))
     return run_service("scheduler", scheduler, settings, {"mode": args.mode})
 
 
