@@ -92,6 +92,7 @@ def run_scenario(
         if sc.rerun:
             first_orphans = _leftovers(lives[0])
             lives.append(Live(stack, spec, work / sc.name / "rerun.log"))
+            fault.end = lives[1].started  # recovery: from the second start to its first new pair
             lives[1].wait(timing.timeout_s + HARD_MARGIN_S)
         outcome = evaluate(lives[-1], exp, fault)
         problems = judge(sc, outcome, fault, lives, first_orphans)

@@ -23,8 +23,9 @@ COLUMNS = (
     "recovery s",
     "makespan s (× baseline)",
     "orphans",
+    "restarts",
     "dead letters (report / DLQ)",
-    "why it failed",
+    "notes (why it failed)",
 )
 
 
@@ -47,9 +48,16 @@ def cells(row: dict[str, Any], baseline_makespan: float | None) -> list[str]:
         _num(o["recovery_s"]),
         _makespan(o["makespan_s"], baseline_makespan),
         str(len(o["orphans"]) + len((row.get("first_run") or {}).get("orphans", []))),
+        str(sum((o.get("restarts") or {}).values())),
         f"{o['dead_letters']} / {o['dlq_records']}",
-        "; ".join(row["problems"]).replace("|", "\\|")[:400],
+        _notes(row),
     ]
+
+
+def _notes(row: dict[str, Any]) -> str:
+    """Why a scenario failed, or what its injection noted when it passed."""
+    text = "; ".join(row["problems"]) if row["problems"] else "; ".join(row["injection"]["notes"])
+    return text.replace("|", "\\|")[:400]
 
 
 def _complete(o: dict[str, Any]) -> str:
@@ -77,11 +85,12 @@ def baseline_makespan(rows: list[dict[str, Any]]) -> float | None:
     return None
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table."""
+def table(rows: list[dict[str, Any]], skip: frozenset[str] = frozenset()) -> str:
+    """The markdown table, without the columns named in ``skip`` (bench/README.md leaves out "fault")."""
     base = baseline_makespan(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells(r, base)) + " |" for r in rows]
+    keep = [i for i, name in enumerate(COLUMNS) if name not in skip]
+    lines = ["| " + " | ".join(COLUMNS[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    lines += ["| " + " | ".join(c for i, c in enumerate(cells(r, base)) if i in keep) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -203,13 +203,16 @@ class Outcome:
     orphans: list[str]
     examples: dict[str, list[str]]
     durable_lost: int = 0
+    restarts: dict[str, int] = field(default_factory=dict)  # worker label -> restarts by the run's supervisor
+    resumed: bool | None = None
 
 
 def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float = 10.0) -> Outcome:
     """Measure a finished run: stacks, wire, report, and processes still naming its run id after
     ``orphan_grace_s`` seconds (those are killed afterwards, so the next scenario starts clean)."""
     report = live.report() or {}
-    run_id = live.known_run_id or (report.get("outputs") or {}).get("run_id")
+    outputs = report.get("outputs") or {}
+    run_id = live.known_run_id or outputs.get("run_id")
     stacks = checks.check_stacks(live.spec.out, exp)
     events = _wire(live, run_id, fault, "results")
     orphans = faults.wait_gone(run_id, orphan_grace_s) if run_id else []
@@ -239,6 +242,8 @@ def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float =
         orphans=[f"{p.pid} {p.cmdline[:200]}" for p in orphans],
         examples=_examples(stacks),
         durable_lost=len(lost),
+        restarts=dict(report.get("restarts") or outputs.get("restarts") or {}),
+        resumed=outputs.get("resumed"),
     )
 
 

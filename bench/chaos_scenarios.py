@@ -86,7 +86,8 @@ def kafka_away_too_long(max_down_s: float) -> Inject:
             fault.start = faults.kill_service(ctx.stack, "kafka")
             wait_until(lambda: not ctx.live.alive(), timeout=max_down_s, interval=0.5)
             fault.flags["failed_while_down"] = not ctx.live.alive()
-            fault.flags["failed_after_s"] = round(time.time() - fault.start, 1) if not ctx.live.alive() else None
+            if not ctx.live.alive():
+                fault.notes.append(f"the run ended {time.time() - fault.start:.0f} s after the kill")
             fault.end = faults.restart_service(ctx.stack, "kafka")
             fault.notes.append(f"kafka away {fault.end - fault.start:.0f} s")
         return fault

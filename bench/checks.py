@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from obspy.io.sac import SACTrace
 
 from contracts.events import Event, EventDecodeError, PairCorrelated, decode
@@ -171,15 +171,41 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 60.0, idle: float
         }
     )
     try:
-        try:
-            tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)]
-        except KeyError:
-            return []
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in _partitions(consumer, topic)]
+        ends = {tp.partition: _high_watermark(consumer, tp, timeout) for tp in tps}
         consumer.assign(tps)
         return _drain(consumer, ends, timeout, idle)
     finally:
         consumer.close()
+
+
+def _partitions(consumer: Consumer, topic: str, patience: float = 15.0) -> list[int]:
+    """The topic's partitions; none when it does not exist. A broker that just restarted may answer without
+    leaders for a while, so an error is asked again for ``patience`` seconds before the topic counts as absent."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return partitions_of(consumer, topic)
+        except (KeyError, KafkaException):
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.5)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> int:
+    """The partition's end offset, asked again while the broker is still electing leaders (just restarted).
+
+    Raises:
+        KafkaException: still failing after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _drain(consumer: Consumer, ends: dict[int, int], timeout: float, idle: float) -> list[Record]:
