@@ -2,7 +2,7 @@
 
 The stack here is this module's own Kafka and S3 server (its own home, ports from 39000 up, never the shared
 stack), since the tests kill and freeze them. Each test runs the harness of ``make chaos`` (``bench/``) on a
-smaller deployment, 6 stations x 2 h arriving over 6 s (one worker per stage unless a test kills one of
+smaller deployment, 6 stations x 2 h arriving over 4 s (one worker per stage unless a test kills one of
 two), and fails if a pair is lost (a stack missing, or
 short of a window), doubled (a window stacked twice, or a PairCorrelated published twice), or off its true
 lag; or if a process of the run outlives it.
@@ -34,7 +34,7 @@ REFERENCE = {  # shorter sub-windows keep the runs quick; the lags stay whole 20
     "XCORRFLOW_PROCESSING__STEP_S": "300",
     "XCORRFLOW_PROCESSING__MAXLAG_S": "100",
 }
-SPREAD_S, TIMEOUT_S = 6.0, 90.0
+SPREAD_S, TIMEOUT_S = 4.0, 90.0
 TRIGGER = 6  # strike once this many (window, pair) results of 30 are correlated
 
 
