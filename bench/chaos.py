@@ -46,11 +46,15 @@ class Inputs:
     truth: dict[str, Any]
     hostile: HostileInput | None
 
-    @property
-    def windows(self) -> tuple[str, ...]:
-        """The window ids of the deployment (one per hour)."""
+    def target(self, exp: Expectation) -> dict[str, Any]:
+        """What an injection aims at: the real windows (one per hour) and stations, and when to strike (once
+        a tenth of the (window, pair) results are correlated)."""
         start = float(obspy.UTCDateTime(self.truth["start"]))
-        return tuple(window_id(start + 3600 * h) for h in range(int(self.truth["hours"])))
+        return {
+            "windows": tuple(window_id(start + 3600 * h) for h in range(int(self.truth["hours"]))),
+            "stations": tuple(sorted(self.truth["stations"])),
+            "trigger_pairs": max(10, exp.window_pairs // 10),
+        }
 
 
 def prepare_inputs(work: Path, stations: int, hours: int, hostile: bool) -> Inputs:
@@ -79,25 +83,14 @@ def run_scenario(
     hostile = inputs.hostile if sc.hostile else None
     exp = hostile.expectation() if hostile else Expectation.from_truth(inputs.truth)
     folder = hostile.folder if hostile else inputs.synth
-    spec = RunSpec(
-        folder, work / sc.name / "out", sc.preprocess, sc.correlate, timing.spread_s, timing.timeout_s, env=sc.env
-    )
-    lives = [Live(stack, spec, work / sc.name / "run.log")]
-    fault, first_orphans = Fault(), []
+    out = work / sc.name / "out"
+    spec = RunSpec(folder, out, sc.preprocess, sc.correlate, timing.spread_s, timing.timeout_s, env=sc.env)
+    lives: list[Live] = []
     try:
-        stations = tuple(sorted(inputs.truth["stations"]))
-        ctx = Ctx(lives[0], stack, inputs.windows, stations, max(10, exp.window_pairs // 10))
-        fault = sc.inject(ctx) if sc.inject else fault
-        lives[0].wait(timing.timeout_s + HARD_MARGIN_S)
-        if sc.rerun:
-            first_orphans = _leftovers(lives[0])
-            lives.append(Live(stack, spec, work / sc.name / "rerun.log"))
-            fault.end = lives[1].started  # recovery: from the second start to its first new pair
-            lives[1].wait(timing.timeout_s + HARD_MARGIN_S)
+        fault, first_orphans = _play(sc, Ctx(stack=stack, **inputs.target(exp)), spec, lives, timing)
         outcome = evaluate(lives[-1], exp, fault)
         problems = judge(sc, outcome, fault, lives, first_orphans)
-        if hostile is not None:
-            problems += check_hostile(hostile, lives[-1].report() or {})
+        problems += check_hostile(hostile, lives[-1].report() or {}) if hostile else []
     except Exception as exc:  # one broken scenario must not stop the others; its row says what broke
         return {"name": sc.name, "fault": sc.fault, "passed": False, "problems": [f"harness error: {exc!r}"]}
     finally:
@@ -105,6 +98,26 @@ def run_scenario(
             if each.alive():
                 each.kill()
     return _row(sc, outcome, fault, problems, lives, first_orphans)
+
+
+def _play(sc: Scenario, ctx: Ctx, spec: RunSpec, lives: list[Live], timing: Timing) -> tuple[Fault, list[str]]:
+    """Start the run, strike, wait until it ends; for a re-run scenario, run the same command again.
+
+    Returns:
+        The fault, and the processes of the first run that outlived it (re-run scenarios only).
+    """
+    limit = timing.timeout_s + HARD_MARGIN_S
+    ctx.live = Live(ctx.stack, spec, spec.out.parent / "run.log")
+    lives.append(ctx.live)
+    fault = sc.inject(ctx) if sc.inject else Fault()
+    lives[0].wait(limit)
+    if not sc.rerun:
+        return fault, []
+    first_orphans = _leftovers(lives[0])
+    lives.append(Live(ctx.stack, spec, spec.out.parent / "rerun.log"))
+    fault.end = lives[1].started  # recovery: from the second start to its first new pair
+    lives[1].wait(limit)
+    return fault, first_orphans
 
 
 def _leftovers(live: Live, grace_s: float = 10.0) -> list[str]:

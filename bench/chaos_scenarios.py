@@ -21,13 +21,14 @@ FUZZ_PER_TOPIC = 500  # x 6 topics: 3,000 mixed records
 
 @dataclass
 class Ctx:
-    """What an injection works with: the live run, its stack, the real windows and stations it attacks."""
+    """What an injection works with: its stack, the real windows and stations it attacks, when to strike
+    (correlated (window, pair) results), and the live run (set when the run starts)."""
 
-    live: Live
     stack: faults.PrivateStack
     windows: tuple[str, ...]
     stations: tuple[str, ...]
     trigger_pairs: int
+    live: Live = field(init=False)
 
     @property
     def target(self) -> fuzz.Target:

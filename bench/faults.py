@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,6 +336,5 @@ def kill_all(procs: list[Proc]) -> list[int]:
 
 def wait_gone(text: str, timeout: float) -> list[Proc]:
     """Wait up to ``timeout`` seconds until no process names ``text``; returns those still alive."""
-    left: Callable[[], list[Proc]] = lambda: naming(text)  # noqa: E731
-    process.wait_until(lambda: not left(), timeout=timeout, interval=0.2)
-    return left()
+    process.wait_until(lambda: not naming(text), timeout=timeout, interval=0.2)
+    return naming(text)

@@ -85,10 +85,10 @@ def _run(
     stack.up()  # a test that failed half-way may have left a service down
     exp = exp or Expectation.from_truth(dep.truth)
     spec = RunSpec(dep.folder, work / "out", p, c, SPREAD_S, TIMEOUT_S, env={**REFERENCE, **(env or {})})
-    live = Live(stack, spec, work / "run.log")
+    ctx = sc.Ctx(stack, _windows(dep.truth), tuple(sorted(dep.truth["stations"])), TRIGGER)
+    ctx.live = live = Live(stack, spec, work / "run.log")
     try:
-        stations = tuple(sorted(dep.truth["stations"]))
-        fault = inject(sc.Ctx(live, stack, _windows(dep.truth), stations, TRIGGER)) if inject else Fault()
+        fault = inject(ctx) if inject else Fault()
         assert not fault.flags.get("not_injected"), f"the fault was never struck: {fault.notes}"
         live.wait(TIMEOUT_S + 30)
         return evaluate(live, exp, fault), fault, live
