@@ -187,6 +187,7 @@ def _row(
         "outcome": asdict(o),
         "injection": {
             "start_s": round(fault.start - t0, 1) if fault.start else None,
+            "start_after_ingest_s": round(fault.start - o.started_at, 1) if fault.start and o.started_at else None,
             "end_s": round(fault.end - t0, 1) if fault.end else None,
             "notes": fault.notes,
             "flags": fault.flags,

@@ -103,6 +103,11 @@ class Live:
                 return True
         return False
 
+    @property
+    def pairs_seen(self) -> int:
+        """(window, pair) results counted by the last :meth:`wait_pairs`."""
+        return self._counter.seen if self._counter else 0
+
     def wait(self, timeout: float) -> int | None:
         """Wait for the run to exit; returns its exit code, or None when it was still running after ``timeout``
         seconds (it is then killed, with its workers)."""
@@ -205,6 +210,7 @@ class Outcome:
     durable_lost: int = 0
     restarts: dict[str, int] = field(default_factory=dict)  # worker label -> restarts by the run's supervisor
     resumed: bool | None = None
+    started_at: float | None = None  # Unix time of the ingest start (the report's clock)
 
 
 def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float = 10.0) -> Outcome:
@@ -244,6 +250,7 @@ def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float =
         durable_lost=len(lost),
         restarts=dict(report.get("restarts") or outputs.get("restarts") or {}),
         resumed=outputs.get("resumed"),
+        started_at=report.get("started_at"),
     )
 
 

@@ -57,6 +57,7 @@ class Scenario:
 def strike(ctx: Ctx, fault: Fault) -> bool:
     """Wait for the moment to strike; False (noted in the fault) when the run ended or stalled first."""
     if ctx.live.wait_pairs(ctx.trigger_pairs):
+        fault.flags["results_at_strike"] = ctx.live.pairs_seen
         return True
     fault.notes.append(f"not injected: the run {'ended' if not ctx.live.alive() else 'stalled'} first")
     fault.flags["not_injected"] = True
