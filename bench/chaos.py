@@ -187,7 +187,7 @@ def _row(
         "outcome": asdict(o),
         "injection": {
             "start_s": round(fault.start - t0, 1) if fault.start else None,
-            "start_after_ingest_s": round(fault.start - o.started_at, 1) if fault.start and o.started_at else None,
+            "start_after_ingest_s": _after_ingest(fault, o),
             "end_s": round(fault.end - t0, 1) if fault.end else None,
             "notes": fault.notes,
             "flags": fault.flags,
@@ -196,6 +196,14 @@ def _row(
         "first_run": {"exit_code": lives[0].proc.returncode, "orphans": first_orphans} if sc.rerun else None,
         "logs": str(lives[-1].spec.out / "logs"),
     }
+
+
+def _after_ingest(fault: Fault, o: Outcome) -> float | None:
+    """When the fault struck, counted from the ingest start of the run it struck (None when unknown, or when
+    the report is a re-run's, which started after the fault)."""
+    if fault.start is None or o.started_at is None or fault.start < o.started_at:
+        return None
+    return round(fault.start - o.started_at, 1)
 
 
 def select(only: list[str]) -> list[Scenario]:
