@@ -109,7 +109,7 @@ class CommitBroker(TransactionalLoop):
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             effects = self.core.handle(event, now, msg.partition() or 0)
         except (EventDecodeError, NotificationError, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, str(exc))
+            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")  # label: the class
             DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
             log.warning("dead letter: %s", letter.reason)
             return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])

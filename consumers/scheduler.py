@@ -62,7 +62,7 @@ class PairScheduler(TransactionalLoop):
             else:
                 raise ValueError(f"the scheduler does not accept {event.type} on the commits topic")
         except (EventDecodeError, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, str(exc))
+            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")  # label: the class
             DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
             return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])
         for task in decision.tasks:
