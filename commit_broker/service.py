@@ -46,6 +46,11 @@ COMMIT_LATENCY = Histogram(
     "xcorrflow_commit_latency_seconds", "first event of a directory → its commit", ["rule"], buckets=LATENCY_BUCKETS
 )
 OPEN_DIRECTORIES = Gauge("xcorrflow_open_directories", "directories seen but not yet committed")
+NEXT_DEADLINE = Gauge(
+    "xcorrflow_open_directory_next_deadline_timestamp_seconds",
+    "earliest deadline of an open directory (Unix time; +Inf when none has one)",
+)
+NEXT_DEADLINE.set(float("inf"))
 IGNORED = Counter("xcorrflow_broker_ignored", "inputs that changed nothing", ["reason"])
 
 # (key, size) of every object under a prefix: the reconciler's view of the store.
@@ -98,6 +103,7 @@ class CommitBroker(TransactionalLoop):
         self.core.restore(records)
         self._pending_latencies = []
         OPEN_DIRECTORIES.set(self.core.open_directories)
+        NEXT_DEADLINE.set(self.core.next_deadline)
 
     def handle(self, msg: Message) -> Output:
         """One message of the files topic or of the notification topic."""
@@ -131,6 +137,7 @@ class CommitBroker(TransactionalLoop):
             COMMIT_LATENCY.labels(rule=rule).observe(seconds)
         self._pending_latencies = []
         OPEN_DIRECTORIES.set(self.core.open_directories)
+        NEXT_DEADLINE.set(self.core.next_deadline)
 
     def _notification(self, msg: Message, now: float) -> Effects:
         total = Effects()
