@@ -10,14 +10,13 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from contracts.exporter import ScrapeLog, start_server
 
 # Latency buckets from a few ms (an in-memory hop) up to ten minutes (a barrier run waiting for all stations).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -127,56 +126,32 @@ class MetricsEndpoint:
     target_file: Path | None
     _server: object = field(repr=False, default=None)
     _closed: threading.Event = field(repr=False, default_factory=threading.Event)
+    scrapes: ScrapeLog = field(repr=False, default_factory=ScrapeLog)
 
     @property
     def url(self) -> str:
         """URL of the metrics page."""
         return f"http://{self.host}:{self.port}/metrics"
 
-    def close(self) -> None:
-        """Deregister from discovery and stop serving. Idempotent."""
+    def close(self, final_scrape_s: float = 15.0) -> None:
+        """Let Prometheus scrape once more, then deregister from discovery and stop serving. Idempotent.
+
+        Args:
+            final_scrape_s: longest wait for the last scrape. The wait happens only while a Prometheus is
+                scraping this endpoint, and lasts at most one and a half of its intervals: the work done since
+                its previous scrape (often a run's whole last window) would otherwise be lost.
+        """
         if self._closed.is_set():
             return
         self._closed.set()
+        if final_scrape_s > 0:
+            self.scrapes.wait_for_next(final_scrape_s)
         if self.target_file is not None:
             self.target_file.unlink(missing_ok=True)
         for method in ("shutdown", "server_close"):  # stop the serve loop, then release the port
             call = getattr(self._server, method, None)
             if call is not None:
                 call()
-
-
-class _MetricsServer(ThreadingMixIn, WSGIServer):
-    """One thread per scrape, with a listen backlog deep enough for a burst of scrapers.
-
-    prometheus_client's own server listens with Python's default backlog of 5: 200 concurrent scrapes
-    overflow it, the kernel drops the extra SYNs and some scrapers wait for TCP's retransmits (measured here:
-    one of 200 scrapes still had no answer after 30 s). A backlog of 1024 lets the whole burst queue up.
-    """
-
-    daemon_threads = True  # a scrape in progress never holds the process open at exit
-    request_queue_size = 1024
-
-
-class _MetricsServer6(_MetricsServer):
-    """The same on an IPv6 address."""
-
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Logs nothing: one line per scrape every few seconds would drown the worker's log."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Drop the access-log line."""
-
-
-def _start_server(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
-    """Serve ``registry`` in a daemon thread; returns the bound server."""
-    kind = _MetricsServer6 if ":" in host else _MetricsServer
-    server = make_server(host, port, make_wsgi_app(registry), kind, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
 
 
 def serve_metrics(
@@ -207,12 +182,14 @@ def serve_metrics(
     """
     if registry is REGISTRY:
         zero_known_series(service)
-    server = _start_server(host, port, registry)
+    server, scrapes = start_server(host, port, registry)
     bound = server.server_port
     target = None
     if targets_dir is not None:
         prune_stale_targets(targets_dir)
         target = write_target(targets_dir, f"{service}-{os.getpid()}", f"{host}:{bound}", labels)
-    endpoint = MetricsEndpoint(service=service, host=host, port=bound, target_file=target, _server=server)
+    endpoint = MetricsEndpoint(
+        service=service, host=host, port=bound, target_file=target, _server=server, scrapes=scrapes
+    )
     atexit.register(endpoint.close)
     return endpoint

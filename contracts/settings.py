@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(19090, description="Prometheus web/API port of the local stack")
     grafana_port: int = Field(13000, description="Grafana port (docker compose stack only)")
     metrics_port: int = Field(0, ge=0, description="port of a worker's /metrics; 0 picks a free port")
+    prometheus_scrape_interval_s: float = Field(
+        5.0, gt=0, description="how often the local Prometheus scrapes the workers and evaluates the alert rules"
+    )
+    alert_commit_latency_p95_s: float = Field(
+        300.0,
+        gt=0,
+        description="alert rules: fire when the p95 commit latency (first file → directory commit) stays above "
+        "this many seconds",
+    )
 
     # --- Topics ------------------------------------------------------------------------------------------------
     topics: TopicNames = Field(default_factory=TopicNames, description="topic names")

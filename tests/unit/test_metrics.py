@@ -124,3 +124,46 @@ def test_endpoint_answers_a_storm_of_200_concurrent_scrapes_completely() -> None
     assert len(results) == 200
     assert all(values == {str(n): float(n) for n in range(300)} for _, values in results)
     assert max(seconds for seconds, _ in results) < 10, "no scraper may wait for TCP retransmits"
+
+
+def _scrape_as_prometheus(url: str) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "Prometheus/2.42.0"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        resp.read()
+
+
+def test_close_waits_for_prometheus_to_scrape_once_more() -> None:
+    """A stopping worker's last counts reach Prometheus: close() waits for the next scrape of its rhythm."""
+    endpoint = serve_metrics("probe", targets_dir=None, registry=CollectorRegistry())
+    stop = threading.Event()
+
+    def prometheus() -> None:
+        while not stop.wait(0.3):
+            try:
+                _scrape_as_prometheus(endpoint.url)
+            except OSError:
+                return  # the endpoint closed
+
+    scraper = threading.Thread(target=prometheus, daemon=True)
+    scraper.start()
+    try:
+        time.sleep(1.0)  # a few scrapes set the rhythm
+        t0 = time.monotonic()
+        endpoint.close()
+        waited = time.monotonic() - t0
+    finally:
+        stop.set()
+        scraper.join()
+    last = endpoint.scrapes.last()
+    assert last is not None and last > t0, "Prometheus scraped once more after close() began"
+    assert waited < 2.0, "at most one and a half intervals, plus the server's shutdown poll"
+
+
+def test_close_does_not_wait_when_no_prometheus_scrapes() -> None:
+    endpoint = serve_metrics("probe", targets_dir=None, registry=CollectorRegistry())
+    with urllib.request.urlopen(endpoint.url, timeout=5) as resp:  # a person's curl is not Prometheus
+        resp.read()
+    t0 = time.monotonic()
+    endpoint.close()
+    assert time.monotonic() - t0 < 0.9, "only the server's shutdown poll (0.5 s)"
+    assert endpoint.scrapes.last() is None
