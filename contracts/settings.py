@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -80,6 +80,22 @@ class TopicPartitions(BaseModel):
     state: int = Field(4, ge=1, description="partitions of each compacted state topic")
 
 
+class ContainerImages(BaseModel):
+    """Images of the testcontainers suite (``make test-containers``). The defaults are built here by
+    ``make images``; with Docker, point them at the official images instead, e.g.
+    ``XCORRFLOW_TEST_IMAGES__KAFKA=apache/kafka:4.4.0``, ``XCORRFLOW_TEST_IMAGES__S3=minio/minio:latest`` and
+    ``XCORRFLOW_TEST_IMAGES__S3_KIND=minio``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: str = Field(
+        "localhost/xcorrflow/kafka:4.4.0",
+        description="Kafka image configured through KAFKA_* variables (the xcorrflow image or apache/kafka)",
+    )
+    s3: str = Field("localhost/xcorrflow/versitygw:v1.8.0", description="S3 server image")
+    s3_kind: Literal["versitygw", "minio"] = Field("versitygw", description="how to start the S3 image")
+
+
 class Settings(BaseSettings):
     """Frozen configuration shared by every xcorrflow component."""
 
@@ -143,6 +159,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         Path.home() / ".cache" / "xcorrflow",
         description="downloaded and built artefacts (Kafka jars, S3 server binary), reused across checkouts",
+    )
+
+    # --- Tests ------------------------------------------------------------------------------------------------
+    test_images: ContainerImages = Field(
+        default_factory=ContainerImages, description="images of the testcontainers suite"
     )
 
     # --- Science -----------------------------------------------------------------------------------------------

@@ -32,14 +32,15 @@ def test_any_order_of_facts_gives_the_same_latencies(seed: int) -> None:
     arrivals = {s: 10.0 * i for i, s in enumerate(stations)}
     pairs = list(itertools.combinations(stations, 2))
     done_at = {p: 100.0 + i for i, p in enumerate(pairs)}
-    facts = [("ready", s) for s in stations] + [("pair", p) for p in pairs] + [("commit", None)]
+    facts: list[tuple[str, tuple[str, ...]]] = [("ready", (s,)) for s in stations] + [("pair", p) for p in pairs]
+    facts.append(("commit", ()))
     random.Random(seed).shuffle(facts)
     t, seen = StationTracker(), []
     for kind, what in facts:
         if kind == "ready":
-            seen += t.ready(W, what, arrivals[what])  # type: ignore[arg-type]
+            seen += t.ready(W, what[0], arrivals[what[0]])
         elif kind == "pair":
-            seen += t.pair_done(W, *what, at=done_at[what])  # type: ignore[misc]
+            seen += t.pair_done(W, what[0], what[1], at=done_at[(what[0], what[1])])
         else:
             seen += t.committed(W, len(stations))
     expected = [max(at for p, at in done_at.items() if s in p) - arrivals[s] for s in stations]
