@@ -127,18 +127,23 @@ def console_exprs(html: str) -> _ExprParser:
     return parser
 
 
-def chromium(url: str, *extra: str, budget_ms: int = 10000) -> str:
+def chromium(url: str, *extra: str, budget_ms: int = 20000, tries: int = 2) -> str:
     """Run headless Debian Chromium on ``url`` with a fresh profile; returns its stdout.
 
-    ``--virtual-time-budget`` lets the page's scripts and queries finish before the DOM dump or screenshot.
+    ``--virtual-time-budget`` lets the page's scripts and queries finish before the DOM dump or screenshot. A
+    browser that exits non-zero is started once more (a crash of the browser is not what the tests test).
     """
     binary = shutil.which("chromium")
     assert binary, "Debian's chromium is missing: `make test` installs it (infra/ensure-packages.sh)"
-    with tempfile.TemporaryDirectory(prefix="xcorrflow-chromium-") as profile:
-        argv = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *extra]
-        done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
-    return done.stdout
+    failures = []
+    for _ in range(tries):
+        with tempfile.TemporaryDirectory(prefix="xcorrflow-chromium-") as profile:
+            argv = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
+            done = subprocess.run([*argv, *extra, url], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        failures.append(f"exit {done.returncode}: {done.stderr[-1500:]}")
+    raise AssertionError("chromium failed: " + " | ".join(failures))
 
 
 @dataclass

@@ -200,7 +200,7 @@ def test_alert_rules_are_loaded_healthy_read_real_metrics_and_stay_quiet(observe
 
 def test_console_without_data_says_no_data_not_error(observed: Observed) -> None:
     page = console_exprs(observed.before)
-    assert page.states == ["nodata"] * 8, page.states
+    assert page.states == ["nodata"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
     assert page.classes.get("xf_nodata", 0) == 1 + 5 + 8, "no alert, and five stats and eight graphs say 'no data'"
     assert "xf_error" not in page.classes and "prom_graph_error" not in page.classes
 
@@ -209,7 +209,7 @@ def test_console_in_chromium_draws_every_graph_and_saves_a_screenshot(observed: 
     span = int(observed.end - observed.start) + 40
     url = f"{observed.prometheus}/consoles/xcorrflow.html?range={span}s&end={int(observed.end) + 10}"
     page = console_exprs(chromium(url, "--dump-dom"))
-    assert page.states == ["data"] * 8, page.states
+    assert page.states == ["data"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
     assert page.tags.get("svg", 0) >= 8 and "xf_error" not in page.classes, "every graph is drawn"
     shot = Path(os.environ.get("XCORRFLOW_CONSOLE_SCREENSHOT", tmp_path / "console.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
