@@ -45,6 +45,8 @@ SERVICE = "broker"
 COMMIT_LATENCY = Histogram(
     "xcorrflow_commit_latency_seconds", "first event of a directory → its commit", ["rule"], buckets=LATENCY_BUCKETS
 )
+for _rule in ("n_files", "on_termination", "on_file"):  # at 0 from the start: a run's first commit shows in rate()
+    COMMIT_LATENCY.labels(rule=_rule)
 OPEN_DIRECTORIES = Gauge("xcorrflow_open_directories", "directories seen but not yet committed")
 NEXT_DEADLINE = Gauge(
     "xcorrflow_open_directory_next_deadline_timestamp_seconds",

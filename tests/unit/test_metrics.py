@@ -167,3 +167,14 @@ def test_close_does_not_wait_when_no_prometheus_scrapes() -> None:
     endpoint.close()
     assert time.monotonic() - t0 < 0.9, "only the server's shutdown poll (0.5 s)"
     assert endpoint.scrapes.last() is None
+
+
+def test_commit_latency_of_every_rule_kind_starts_at_zero() -> None:
+    """A run's first commit must be a step from 0, or rate() and the dashboard never see it."""
+    from prometheus_client import REGISTRY
+
+    import commit_broker.service  # noqa: F401 - defines the histogram
+
+    for rule in ("n_files", "on_termination", "on_file"):
+        count = REGISTRY.get_sample_value("xcorrflow_commit_latency_seconds_count", {"rule": rule})
+        assert count is not None, rule
