@@ -88,6 +88,7 @@ def start_workers(
         ["--windows", str(windows)] if options.mode == "barrier" else []
     )
     fleet.add(WorkerProcess(sched, log=logs / "scheduler.log"))
+    fleet.add(WorkerProcess(["latency", *common], log=logs / "latency.log"))  # station latency metric
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
     for i in range(options.correlate_workers):
