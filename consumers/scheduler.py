@@ -81,7 +81,7 @@ class PairScheduler(TransactionalLoop):
             else:
                 raise ValueError(f"the scheduler does not accept {event.type} on the commits topic")
         except (EventDecodeError, ValueError) as exc:
-            return Output(events=[self._dead_letter(msg, str(exc))])
+            return Output(events=[self._dead_letter(msg, f"{type(exc).__name__}: {exc}")])  # label: the class
         for task in decision.tasks:
             PAIRS_SCHEDULED.labels(mode=self.mode).inc(len(task.columns))
         events: list[tuple[str, str, Event]] = [(self.topics.pairs, f"{t.window}/{t.row}", t) for t in decision.tasks]

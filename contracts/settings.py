@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -103,6 +103,22 @@ class FaultSettings(BaseModel):
     )
 
 
+class ContainerImages(BaseModel):
+    """Images of the testcontainers suite (``make test-containers``). The defaults are built here by
+    ``make images``; with Docker, point them at the official images instead, e.g.
+    ``XCORRFLOW_TEST_IMAGES__KAFKA=apache/kafka:4.4.0``, ``XCORRFLOW_TEST_IMAGES__S3=minio/minio:latest`` and
+    ``XCORRFLOW_TEST_IMAGES__S3_KIND=minio``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: str = Field(
+        "localhost/xcorrflow/kafka:4.4.0",
+        description="Kafka image configured through KAFKA_* variables (the xcorrflow image or apache/kafka)",
+    )
+    s3: str = Field("localhost/xcorrflow/versitygw:v1.8.0", description="S3 server image")
+    s3_kind: Literal["versitygw", "minio"] = Field("versitygw", description="how to start the S3 image")
+
+
 class Settings(BaseSettings):
     """Frozen configuration shared by every xcorrflow component."""
 
@@ -144,6 +160,15 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(19090, description="Prometheus web/API port of the local stack")
     grafana_port: int = Field(13000, description="Grafana port (docker compose stack only)")
     metrics_port: int = Field(0, ge=0, description="port of a worker's /metrics; 0 picks a free port")
+    prometheus_scrape_interval_s: float = Field(
+        5.0, gt=0, description="how often the local Prometheus scrapes the workers and evaluates the alert rules"
+    )
+    alert_commit_latency_p95_s: float = Field(
+        300.0,
+        gt=0,
+        description="alert rules: fire when the p95 commit latency (first file → directory commit) stays above "
+        "this many seconds",
+    )
 
     # --- Topics ------------------------------------------------------------------------------------------------
     topics: TopicNames = Field(default_factory=TopicNames, description="topic names")
@@ -161,6 +186,11 @@ class Settings(BaseSettings):
 
     # --- Faults ------------------------------------------------------------------------------------------------
     faults: FaultSettings = Field(default_factory=FaultSettings, description="outage limits and worker restarts")
+
+    # --- Tests ------------------------------------------------------------------------------------------------
+    test_images: ContainerImages = Field(
+        default_factory=ContainerImages, description="images of the testcontainers suite"
+    )
 
     # --- Science -----------------------------------------------------------------------------------------------
     processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")

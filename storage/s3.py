@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -255,8 +256,26 @@ class S3Store(ObjectStore):
         except StorageBackendError as exc:
             if exc.code != "PreconditionFailed":
                 raise
-            return self._same_or_conflict(key, body, self.stat(key))
+            return self._same_or_conflict(key, body, self._stat_winner(key))
         return PutOutcome(True, ObjectInfo(key, len(body), etag, modified, ctype, meta))
+
+    def _stat_winner(self, key: str, attempts: int = 20, pause_s: float = 0.05) -> ObjectInfo:
+        """Describe the object another writer holds the key with, once it is visible.
+
+        A server may refuse our conditional write (412) while the winner's upload is still in flight; the winner's
+        object appears when its upload completes, so a missing object is looked for again, a few times.
+
+        Raises:
+            ObjectNotFound: the winner's object never appeared (its upload failed).
+        """
+        for attempt in range(attempts):
+            try:
+                return self.stat(key)
+            except ObjectNotFound:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(pause_s * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, key: str) -> None:
         """Remove an object; see :meth:`ObjectStore.delete`."""

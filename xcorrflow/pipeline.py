@@ -88,6 +88,7 @@ def start_workers(
         ["--windows", str(windows)] if options.mode == "barrier" else []
     )
     fleet.add(WorkerProcess(sched, log=logs / "scheduler.log"))
+    fleet.add(WorkerProcess(["latency", *common], log=logs / "latency.log"))  # station latency metric
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
     for i in range(options.correlate_workers):
@@ -352,21 +353,27 @@ class _Run:
         report.untrusted = s.untrusted[:MAX_LISTED] + self.collector.failures[:MAX_LISTED]
         report.skipped = s.skipped
         report.warnings = [w.to_dict() for w in self.inventory.warnings]  # merged duplicates, skipped symlinks
+        # A resumed run may have seen events of its earlier attempts: nothing counts before this attempt's clock.
         report.timings_s = {
-            "ingest": round(last_arrival - t0, 6),
-            "first_ready": round((s.first_ready_at or t0) - t0, 6),
-            "last_ready": round((s.last_ready_at or t0) - t0, 6),
-            "last_pair": round((s.last_pair_at or t0) - t0, 6),
-            "last_arrival_to_last_pair": round((s.last_pair_at or t0) - last_arrival, 6),
+            "ingest": _since(last_arrival, t0),
+            "first_ready": _since(s.first_ready_at or t0, t0),
+            "last_ready": _since(s.last_ready_at or t0, t0),
+            "last_pair": _since(s.last_pair_at or t0, t0),
+            "last_arrival_to_last_pair": _since(s.last_pair_at or t0, last_arrival),
         }
         arrivals = sorted(ingested.arrivals)
         if len(arrivals) >= 2 and s.first_result_at:
             # the first pair needs two stations: time to the first CCF after the second raw arrival
-            report.timings_s["second_arrival"] = round(arrivals[1] - t0, 6)
-            report.timings_s["first_result_after_two_arrivals"] = round(s.first_result_at - arrivals[1], 6)
-        report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline)]
+            report.timings_s["second_arrival"] = _since(arrivals[1], t0)
+            report.timings_s["first_result_after_two_arrivals"] = _since(s.first_result_at, arrivals[1])
+        report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline) if t >= t0]
         report.outputs = {"stacks": str(self.output_dir), "namespace": self.ns, "logs": str(self.output_dir / "logs")}
         return report
+
+
+def _since(t: float, t0: float) -> float:
+    """Seconds from ``t0`` to ``t``, never negative."""
+    return round(max(0.0, t - t0), 6)
 
 
 def _reason(exc: BaseException) -> str:

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preprocess.set_defaults(func=run_preprocess)
     schedule.set_defaults(func=run_scheduler)
     _register_stack(services)
+    latency = services.add_parser("latency", help="latency tracker: raw arrival → all pairs of a station done")
+    _common(latency)
+    latency.set_defaults(func=run_latency)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -166,3 +169,15 @@ def run_stacker(args: argparse.Namespace) -> int:
     store = open_stacker_store(settings, args.threads)
     stacker = Stacker(settings, topics, store, group=group, options=options)
     return run_service("stack", stacker, settings)
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """Run the station-latency tracker (one per namespace: it must see every partition)."""
+    from consumers.latency import LatencyTracker
+    from producers.worker import group_name
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    tracker = LatencyTracker(settings, topics, group=group_name("latency", args.topic_prefix))
+    return run_service("latency", tracker, settings)
