@@ -30,6 +30,7 @@ from bench.chaos_scenarios import SCENARIOS, Ctx, Scenario
 from bench.checks import Expectation
 from bench.hostile import HostileInput, build_hostile, check_hostile
 from dsp.windows import window_id
+from xcorrflow.stack.errors import StackError
 from xcorrflow.synth import SynthConfig, synthesise
 
 BENCH = Path(__file__).parent
@@ -227,15 +228,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     scenarios = select(args.only)
     stack = faults.PrivateStack(args.work.resolve() / "stack", args.port_base)
-    stack.check_private()
     t0 = time.time()
+    try:
+        stack.check_private()
+        _say(f"chaos: private stack on ports {stack.ports} up in {stack.up():.1f} s")
+    except (faults.FaultError, StackError) as exc:  # e.g. a port taken: say so, and how to pick others
+        _say(f"chaos: cannot start the private stack: {exc}\nchoose other ports with --port-base")
+        stack.wipe()  # stops only what this home's pid files name: what the harness itself started
+        return 2
     inputs = prepare_inputs(args.work, args.stations, args.hours, any(s.hostile for s in scenarios))
-    timing = Timing(args.spread, args.timeout)
     rows: list[dict[str, Any]] = []
     try:
-        _say(f"chaos: private stack on ports {stack.ports} up in {stack.up():.1f} s")
         for sc in scenarios:
-            rows.append(run_scenario(sc, stack, inputs, args.work, timing))
+            rows.append(run_scenario(sc, stack, inputs, args.work, Timing(args.spread, args.timeout)))
             _say(chaos_report.line(rows[-1]))
     finally:
         if not args.keep_stack:
