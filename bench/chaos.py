@@ -231,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         stack.check_private()
+    except faults.FaultError as exc:
+        _say(f"chaos: {exc}")
+        return 2
+    try:
         _say(f"chaos: private stack on ports {stack.ports} up in {stack.up():.1f} s")
-    except (faults.FaultError, StackError) as exc:  # e.g. a port taken: say so, and how to pick others
+    except StackError as exc:  # e.g. a port taken: say so, and how to pick others
         _say(f"chaos: cannot start the private stack: {exc}\nchoose other ports with --port-base")
         stack.wipe()  # stops only what this home's pid files name: what the harness itself started
         return 2
