@@ -82,7 +82,7 @@ bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow bench
+	$(BIN)/mypy contracts storage dsp results producers consumers commit_broker xcorrflow bench
 
 fmt: venv ## format the code
 	$(BIN)/ruff format .

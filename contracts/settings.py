@@ -49,6 +49,8 @@ class TopicNames(BaseModel):
     )
     broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
     scheduler_state: str = Field("xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window")
+    stacks: str = Field("xcorr.stacks", description="StacksUpdated events of the stacker, keyed by window")
+    stacker_state: str = Field("xcorr.stacker-state", description="compacted stacker state, keyed by window and task")
 
     def with_prefix(self, prefix: str) -> TopicNames:
         """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics.
@@ -63,7 +65,7 @@ class TopicNames(BaseModel):
 
     def compacted(self) -> set[str]:
         """Names of the topics that hold state and are therefore log-compacted."""
-        return {self.broker_state, self.scheduler_state}
+        return {self.broker_state, self.scheduler_state, self.stacker_state}
 
 
 class TopicPartitions(BaseModel):
@@ -190,6 +192,14 @@ class Settings(BaseSettings):
     # --- Tests ------------------------------------------------------------------------------------------------
     test_images: ContainerImages = Field(
         default_factory=ContainerImages, description="images of the testcontainers suite"
+    )
+
+    # --- Results -----------------------------------------------------------------------------------------------
+    stack_memory_mb: int = Field(
+        1024, ge=1, description="memory the stacker may hold in stack chunks and CCFs (sets its group size)"
+    )
+    stack_chunk_pairs: int = Field(
+        128, ge=1, description="pairs per chunk of new stack arrays (128 x 8001 lags x 4 B = 4 MB objects)"
     )
 
     # --- Science -----------------------------------------------------------------------------------------------
