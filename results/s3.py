@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from obstore.exceptions import GenericError
-from obstore.store import ClientConfig, RetryConfig
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import ObjectStore as ZarrObjectStore
@@ -22,6 +21,8 @@ from contracts.outage import S3
 from storage.errors import StorageUnavailable
 
 if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig
+
     from contracts.settings import Settings
 
 
