@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import zarr
 from zarr.abc.store import Store
+from zarr.errors import ContainsGroupError
 from zarr.storage import LocalStore, MemoryStore
 
 from results.errors import ResultsError
@@ -51,6 +52,8 @@ def open_root(target: str | Path, settings: Settings | None = None, *, read_only
         return zarr.open_group(store, mode="r" if read_only else "a", zarr_format=3)
     except FileNotFoundError as exc:
         raise ResultsError(f"no result hierarchy at {text}") from exc
+    except ContainsGroupError:  # another process created the root between zarr's look and its write
+        return zarr.open_group(store, mode="r+", zarr_format=3)
 
 
 def bucket_root(settings: Settings, namespace: str | None = None) -> str:
