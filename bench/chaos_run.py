@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zarr
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench import checks, faults
 from bench.checks import Expectation, Offset
-from contracts.events import PairCorrelated
 from contracts.kafka import partitions_of
+from results.errors import ResultsError
+from results.layout import ROOT_NAME
+from results.zarrio import bucket_root, open_root
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class Live:
 
 
 class PairCounter:
-    """Counts the PairCorrelated on a results topic as they arrive (read_committed), for triggers."""
+    """Counts the (window, pair) results announced on a results topic as they arrive (read_committed), for triggers."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = Consumer(
@@ -170,10 +173,10 @@ class PairCounter:
         self.seen = 0
 
     def count(self) -> int:
-        """PairCorrelated seen so far (waits up to 0.5 s for more)."""
+        """(window, pair) results announced so far (waits up to 0.5 s for more)."""
         for msg in self.consumer.consume(1000, 0.5):
-            if not msg.error() and isinstance(checks.decode_quietly(msg.value()), PairCorrelated):
-                self.seen += 1
+            if not msg.error():
+                self.seen += len(checks.correlated([checks.Record(0, 0, msg.value())]))
         return self.seen
 
     def close(self) -> None:
@@ -201,29 +204,42 @@ class Outcome:
     window_pairs_expected: int
     window_pairs_on_wire: int
     wire_duplicates: int
+    ccfs_checked: int
+    ccfs_absent: int
+    ccfs_off_lag: int
     recovery_s: float | None
+    stacks_recovery_s: float | None
     makespan_s: float | None
     dead_letters: int
     dlq_records: int
     orphans: list[str]
     examples: dict[str, list[str]]
-    durable_lost: int = 0
+    durable_lost: int = 0  # (window, pair)s announced before a fault whose CCF is not in the store, or wrong
+    doubled: int = 0  # stacks holding more windows than the pair has
+    stacked_windows: int = 0  # windows the stacker said (StacksUpdated) it completed
     restarts: dict[str, int] = field(default_factory=dict)  # worker label -> restarts by the run's supervisor
     resumed: bool | None = None
     started_at: float | None = None  # Unix time of the ingest start (the report's clock)
 
 
 def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float = 10.0) -> Outcome:
-    """Measure a finished run: stacks, wire, report, and processes still naming its run id after
-    ``orphan_grace_s`` seconds (those are killed afterwards, so the next scenario starts clean)."""
+    """Measure a finished run: stacks, wire, per-window CCFs, report, and processes still naming its run id
+    after ``orphan_grace_s`` seconds (those are killed afterwards, so the next scenario starts clean)."""
     report = live.report() or {}
     outputs = report.get("outputs") or {}
     run_id = live.known_run_id or outputs.get("run_id")
-    stacks = checks.check_stacks(live.spec.out, exp)
-    events = _wire(live, run_id, fault, "results")
+    stacks = checks.check_stacks(live.spec.out / ROOT_NAME, exp)
+    events = checks.correlated(_records(live, run_id, fault, "results"))
+    updates = checks.stacks_updated(_records(live, run_id, fault, "stacks"))
+    ccfs = checks.check_ccfs(_bucket_root(live, run_id), events, exp)
     orphans = faults.wait_gone(run_id, orphan_grace_s) if run_id else []
     faults.kill_all(orphans)
-    lost = checks.durable_pairs(events, exp, fault.start - 2.0) - _present(live.spec.out) if fault.start else set()
+    bad = set(ccfs.absent) | set(ccfs.off_lag)
+    lost = (
+        {f"{e.window} {e.pair}" for e in checks.durable(events, fault.start - 2.0) if e.pair in exp.lags} & bad
+        if fault.start
+        else set()
+    )
     return Outcome(
         exit_code=live.proc.returncode,
         wall_s=round((live.ended or time.time()) - live.started, 1),
@@ -241,13 +257,19 @@ def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float =
         window_pairs_expected=exp.window_pairs,
         window_pairs_on_wire=checks.wire_coverage(events, exp),
         wire_duplicates=checks.wire_duplicates(events),
+        ccfs_checked=ccfs.checked,
+        ccfs_absent=len(ccfs.absent),
+        ccfs_off_lag=len(ccfs.off_lag),
         recovery_s=checks.recovery_s(events, fault.end) if fault.end else None,
+        stacks_recovery_s=checks.stacks_recovery_s(updates, fault.end) if fault.end else None,
         makespan_s=report.get("makespan_s"),
         dead_letters=len(report.get("dead_letters") or []),
         dlq_records=len(_records(live, run_id, fault, "dlq")),
         orphans=[f"{p.pid} {p.cmdline[:200]}" for p in orphans],
-        examples=_examples(stacks),
+        examples=_examples(stacks, ccfs),
         durable_lost=len(lost),
+        doubled=len(stacks.doubled),
+        stacked_windows=len({u.window for u in updates if u.complete}),
         restarts=dict(report.get("restarts") or outputs.get("restarts") or {}),
         resumed=outputs.get("resumed"),
         started_at=report.get("started_at"),
@@ -262,20 +284,24 @@ def _records(live: Live, run_id: str | None, fault: Fault, topic: str) -> list[c
     return [r for r in checks.read_topic(live.stack.bootstrap, name) if (r.partition, r.offset) not in skip]
 
 
-def _wire(live: Live, run_id: str | None, fault: Fault, topic: str) -> list[PairCorrelated]:
-    return checks.correlated(_records(live, run_id, fault, topic))
+def _bucket_root(live: Live, run_id: str | None) -> zarr.Group | None:
+    """The run's hierarchy in the bucket (its per-window CCFs), read-only; None when there is none."""
+    if not run_id:
+        return None
+    try:
+        return open_root(bucket_root(live.stack.settings(), f"{run_id}/"), live.stack.settings(), read_only=True)
+    except ResultsError:
+        return None
 
 
-def _present(out: Path) -> set[str]:
-    return {p.stem for p in out.glob("*__*.sac")}
-
-
-def _examples(stacks: checks.StackCheck, n: int = 3) -> dict[str, list[str]]:
+def _examples(stacks: checks.StackCheck, ccfs: checks.CcfCheck, n: int = 3) -> dict[str, list[str]]:
     """A few pair names per problem, for the reason column."""
     shown = {
         "missing": stacks.missing[:n],
         "off_lag": stacks.off_lag[:n],
         "wrong_windows": [f"{p}: {w:g}" for p, w in list(stacks.wrong_windows.items())[:n]],
         "extra": stacks.extra[:n],
+        "ccf_absent": ccfs.absent[:n],
+        "ccf_off_lag": ccfs.off_lag[:n],
     }
     return {k: v for k, v in shown.items() if v}

@@ -32,6 +32,7 @@ from contracts.events import (
     ProducerFinished,
     ProducerStarted,
     RawFileArrived,
+    RowCorrelated,
 )
 
 KeyValue = tuple[bytes | None, bytes | None]
@@ -106,6 +107,7 @@ def forged_events(target: Target, topic: str, i: int) -> KeyValue:
     w = target.windows[i % len(target.windows)]
     real = target.stations[i % len(target.stations)]
     odd = ODD_NAMES[i % len(ODD_NAMES)]
+    other = target.stations[(i + 1) % len(target.stations)]
     d_ghost, d_real = f"{target.ns}prep/{NOWHERE_WINDOW}/", f"{target.ns}prep/{w}/"
     makers: dict[str, list[Callable[[], KeyValue]]] = {
         "raw": [lambda: _forged_raw(target, i)],
@@ -134,11 +136,22 @@ def forged_events(target: Target, topic: str, i: int) -> KeyValue:
                 real, PairCorrelated(window=w, a=real, b=GHOST, key=f"{target.ns}ccf/{w}/{odd}", n_subwindows=1)
             ),
             lambda: _kv(real, PairCorrelated(window=NOWHERE_WINDOW, a=real, b=GHOST, key=odd, n_subwindows=1)),
+            # a replay of what a real task's announcement would say: the stacker must not add it twice
+            lambda: _kv(w, _row(w, real, 0, [other], f"{target.ns}tasks/{w}/{real}.s0.json")),
+            lambda: _kv(w, _row(w, real, 64 * (i % 5), [GHOST], f"{target.ns}tasks/{w}/{real}.s{64 * (i % 5)}.json")),
+            lambda: _kv(w, _row(w, real, 0, [other], f"{target.ns}tasks/{w}/{odd}")),
+            lambda: _kv(w, _row(w, real, 0, [other], f"other-run/tasks/{w}/{real}.s0.json")),
+            lambda: _kv(w, _row(w, real, 10**9, [other], f"{target.ns}tasks/{w}/{real}.s1000000000.json")),
+            lambda: _kv(NOWHERE_WINDOW, _row(NOWHERE_WINDOW, real, 0, [other], f"{target.ns}tasks/x.json")),
         ],
         "dlq": [lambda: _kv(real, _forged_dead_letter(target, w, real, i))],
     }
     choices = makers[topic]
     return choices[i % len(choices)]()
+
+
+def _row(window: str, row: str, slot: int, columns: list[str], manifest: str) -> RowCorrelated:
+    return RowCorrelated(window=window, row=row, slot=slot, pairs=len(columns), columns=columns, manifest=manifest)
 
 
 def _forged_dead_letter(target: Target, window: str, station: str, i: int) -> DeadLetter:

@@ -4,8 +4,8 @@ The stack here is this module's own Kafka and S3 server (its own home, ports fro
 stack), since the tests kill and freeze them. Each test runs the harness of ``make chaos`` (``bench/``) on a
 smaller deployment, 6 stations x 2 h arriving over 4 s (one worker per stage unless a test kills one of
 two), and fails if a pair is lost (a stack missing, or
-short of a window), doubled (a window stacked twice, or a PairCorrelated published twice), or off its true
-lag; or if a process of the run outlives it.
+short of a window, or an announced CCF not in the store), doubled (a window stacked twice, or a (window,
+pair) announced twice), or off its true lag; or if a process of the run outlives it.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def assert_exact(o: Outcome) -> None:
     assert o.wrong_windows == 0, f"a stack lost or doubled a window: {o.examples}"
     assert o.off_lag == 0 and o.extra == 0, f"stacks off their lag, or pairs that must not exist: {o.examples}"
     assert o.window_pairs_on_wire == o.window_pairs_expected, "a (window, pair) was never announced"
-    assert o.wire_duplicates == 0, "a PairCorrelated was published twice"
+    assert o.wire_duplicates == 0, "a (window, pair) was announced twice"
+    assert o.ccfs_checked >= o.window_pairs_expected, f"only {o.ccfs_checked} announced CCFs checked"
+    assert o.ccfs_absent == 0 and o.ccfs_off_lag == 0, f"announced CCFs absent or off their lag: {o.examples}"
     assert not o.orphans, f"processes outlived the run: {o.orphans}"
 
 
@@ -122,8 +124,9 @@ def test_kafka_away_longer_than_the_setting_fails_clearly(
     assert fault.flags["failed_while_down"], "the run did not give up while Kafka was away"
     assert o.exit_code not in (0, None) and o.complete is False, f"exit {o.exit_code}, complete {o.complete}"
     assert "kafka" in (o.reason or "").lower(), f"the reason does not say Kafka: {o.reason!r}"
-    assert o.durable_lost == 0, "stacks of pairs whose CCFs were durable before the outage were not kept"
-    assert o.off_lag == 0 and o.wrong_windows == 0, f"a kept stack is wrong: {o.examples}"
+    assert o.durable_lost == 0, "CCFs announced before the outage were not kept in the store"
+    assert o.ccfs_absent == 0 and o.ccfs_off_lag == 0, f"an announced CCF is absent or wrong: {o.examples}"
+    assert o.off_lag == 0 and o.doubled == 0, f"a kept stack is wrong: {o.examples}"
     assert not o.orphans, f"processes outlived the run: {o.orphans}"
     report = json.loads((live.spec.out / "report.json").read_text())
     assert report["missing"]["count"] > 0, "a failed run must say what is missing"
