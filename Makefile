@@ -78,7 +78,7 @@ bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, comm
 	$(BIN)/python -m bench.commit_latency
 	$(BIN)/python -m bench.cpu_budget
 
-chaos: venv ## inject issue 10's faults into runs on a private stack (ports 29xxx) -> bench/results/chaos.{json,md}
+chaos: venv ## inject issue 10's faults into runs on a private stack (ports 28xxx) -> bench/results/chaos.{json,md}
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)

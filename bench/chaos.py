@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.splitlines()[0])
     p.add_argument("--only", action="append", default=[], help="scenario names, comma-separated (repeatable)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--port-base", type=int, default=29000, help="Kafka on +92/+93, S3 on +0 (default 29000)")
+    p.add_argument("--port-base", type=int, default=28000, help="Kafka on +92/+93, S3 on +0 (default 28000)")
     p.add_argument("--stations", type=int, default=40)
     p.add_argument("--hours", type=int, default=2)
     p.add_argument("--spread", type=float, default=20.0, help="seconds over which the input arrives")

@@ -182,8 +182,8 @@ def test_a_private_stack_refuses_the_shared_one(tmp_path: Path) -> None:
     with pytest.raises(FaultError):
         PrivateStack(tmp_path, 19000).check_private()
     with pytest.raises(FaultError):
-        PrivateStack(tmp_path / ".stack", 29000).check_private()
-    stack = PrivateStack(tmp_path, 29000)
+        PrivateStack(tmp_path / ".stack", 28000).check_private()
+    stack = PrivateStack(tmp_path, 28000)
     stack.check_private()
-    assert stack.env()["XCORRFLOW_KAFKA_BOOTSTRAP"] == "127.0.0.1:29092" == stack.settings().bootstrap_servers
-    assert stack.settings().s3_address == "127.0.0.1:29000"
+    assert stack.env()["XCORRFLOW_KAFKA_BOOTSTRAP"] == "127.0.0.1:28092" == stack.settings().bootstrap_servers
+    assert stack.settings().s3_address == "127.0.0.1:28000"
