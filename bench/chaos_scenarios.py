@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench import faults, fuzz
 from bench.chaos_run import Fault, Live
@@ -140,6 +141,44 @@ def kill_worker(service: str) -> Inject:
     return inject
 
 
+STACKING = b"stacking window"  # the stacker's log line once a group's intent is recorded, before its chunks
+STACKER_SETTINGS = {  # groups of one 32-pair chunk: the stacker writes chunks all through the run, not only at
+    "XCORRFLOW_STACK_MEMORY_MB": "1",  # the end of each window, so a kill lands mid-stacking
+    "XCORRFLOW_STACK_CHUNK_PAIRS": "32",
+}
+
+
+def kill_stacker(ctx: Ctx) -> Fault:
+    """kill -9 of the stacker right after it logs that it is stacking a group: its intent is recorded, its
+    chunks are being read or written, the group's StacksUpdated is not sent yet. The run's supervisor must
+    restart it, and the new one must finish the group once, neither losing nor doubling a window."""
+    fault = Fault()
+    if not strike(ctx, fault):
+        return fault
+    log = ctx.live.spec.out / "logs" / "stack.log"
+    seen = _mentions(log, STACKING)
+    if not wait_until(lambda: _mentions(log, STACKING) > seen or not ctx.live.alive(), timeout=120, interval=0.01):
+        fault.notes.append("not injected: the stacker stacked no group within 120 s of the strike")
+        fault.flags["not_injected"] = True
+        return fault
+    victims = faults.workers_of(ctx.live.run_id, "stack")
+    if not ctx.live.alive() or len(victims) != 1:
+        fault.notes.append(f"not injected: {len(victims)} stacker processes, the run alive: {ctx.live.alive()}")
+        fault.flags["not_injected"] = True
+        return fault
+    fault.start = fault.end = faults.kill9(victims[0].pid)
+    fault.notes.append(f"killed stack pid {victims[0].pid} while stacking group {_mentions(log, STACKING)}")
+    return fault
+
+
+def _mentions(log: Path, text: bytes) -> int:
+    """How often ``text`` occurs in the file ``log`` (0 while it does not exist)."""
+    try:
+        return log.read_bytes().count(text)
+    except OSError:
+        return 0
+
+
 def kill_run(ctx: Ctx) -> Fault:
     """kill -9 of the ``xcorrflow run`` process itself (its workers must not outlive it)."""
     fault = Fault()
@@ -187,6 +226,12 @@ SCENARIOS = [
     Scenario("kill-preprocess", "kill -9 of one preprocess worker (P = 2)", kill_worker("preprocess")),
     Scenario("kill-correlator", "kill -9 of one correlator (C = 2)", kill_worker("correlate")),
     Scenario("kill-correlator-c1", "kill -9 of the only correlator (C = 1)", kill_worker("correlate"), correlate=1),
+    Scenario(
+        "kill-stacker",
+        "kill -9 of the stacker while it stacks a group (groups of 32 pairs)",
+        kill_stacker,
+        env=STACKER_SETTINGS,
+    ),
     Scenario("kill-run", "kill -9 of `xcorrflow run`, then the same command again", kill_run, rerun=True),
     Scenario(
         "poison-raw",

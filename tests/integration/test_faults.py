@@ -152,6 +152,16 @@ def test_kill_9_of_a_worker(
     assert_exact(outcome)
 
 
+def test_kill_9_of_the_stacker_mid_group_loses_and_doubles_nothing(
+    private_stack: PrivateStack, deployment: Deployment, tmp_path: Path
+) -> None:
+    small_groups = {"XCORRFLOW_STACK_MEMORY_MB": "1", "XCORRFLOW_STACK_CHUNK_PAIRS": "4"}  # 4 chunks per group
+    outcome, fault, _ = _run(private_stack, deployment, tmp_path, sc.kill_stacker, env=small_groups)
+    assert_exact(outcome)
+    assert outcome.restarts.get("stack", 0) >= 1, f"the stacker was not restarted: {outcome.restarts}"
+    assert outcome.stacks_recovery_s is not None, f"no StacksUpdated after the kill: {fault.notes}"
+
+
 def test_kill_9_of_the_run_leaves_no_orphan_and_a_rerun_resumes(
     private_stack: PrivateStack, deployment: Deployment, tmp_path: Path
 ) -> None:
