@@ -33,10 +33,11 @@ from contracts.events import (
     ProducerStarted,
     RawFileArrived,
     RowCorrelated,
+    StacksUpdated,
 )
 
 KeyValue = tuple[bytes | None, bytes | None]
-TOPICS = ("raw", "files", "commits", "pairs", "results", "dlq")  # every topic a run's processes consume
+TOPICS = ("raw", "files", "commits", "pairs", "results", "stacks", "dlq")  # every topic a run's processes consume
 NOWHERE_WINDOW = "29990101T000000Z"  # a well-formed window id no run has
 GHOST = "XF.GHOST.00.HHZ"  # a well-formed SEED id no deployment has
 ODD_NAMES = ("../../../etc/passwd", "..", "ünï-cødé-日本", "a/../../b", "x\u0000y", "\u202etxt.exe", "🙂")
@@ -108,6 +109,7 @@ def forged_events(target: Target, topic: str, i: int) -> KeyValue:
     real = target.stations[i % len(target.stations)]
     odd = ODD_NAMES[i % len(ODD_NAMES)]
     other = target.stations[(i + 1) % len(target.stations)]
+    pairs = len(target.stations) * (len(target.stations) - 1) // 2
     d_ghost, d_real = f"{target.ns}prep/{NOWHERE_WINDOW}/", f"{target.ns}prep/{w}/"
     makers: dict[str, list[Callable[[], KeyValue]]] = {
         "raw": [lambda: _forged_raw(target, i)],
@@ -143,6 +145,11 @@ def forged_events(target: Target, topic: str, i: int) -> KeyValue:
             lambda: _kv(w, _row(w, real, 0, [other], f"other-run/tasks/{w}/{real}.s0.json")),
             lambda: _kv(w, _row(w, real, 10**9, [other], f"{target.ns}tasks/{w}/{real}.s1000000000.json")),
             lambda: _kv(NOWHERE_WINDOW, _row(NOWHERE_WINDOW, real, 0, [other], f"{target.ns}tasks/x.json")),
+        ],
+        "stacks": [  # the stacker's word, forged: every window complete with the pair count the run expects
+            lambda: _kv(w, StacksUpdated(window=w, stacked=pairs, expected=pairs, complete=True)),
+            lambda: _kv(w, StacksUpdated(window=w, stacked=10**6, expected=10**6, complete=True)),
+            lambda: _kv(NOWHERE_WINDOW, StacksUpdated(window=NOWHERE_WINDOW, stacked=1, expected=1, complete=True)),
         ],
         "dlq": [lambda: _kv(real, _forged_dead_letter(target, w, real, i))],
     }

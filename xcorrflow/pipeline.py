@@ -43,8 +43,8 @@ from contracts.topics import ensure_topics, topic_specs
 from producers.ingest import Ingestor, IngestReport, plan
 from producers.inventory import Inventory, scan_folder
 from results.export import export_sac
-from results.layout import ROOT_NAME
-from results.zarrio import bucket_root, open_root
+from results.layout import ROOT_NAME, window_group
+from results.zarrio import bucket_root, open_root, subgroup
 from storage import ObjectStore, open_store
 from xcorrflow.errors import CommandError
 from xcorrflow.fleet import Fleet, WorkerProcess
@@ -230,6 +230,8 @@ class _Run:
         self.check = FailureCheck(settings, self.objects, self.ns)
         self.verdict = Verdict()
         self._lost_seen = 0
+        self._index_checked_at = 0.0
+        self._disbelieved: set[str] = set()
 
     def execute(self, fleet: Fleet, progress: Progress | None, setup_s: float) -> Report:
         """Drive the run to its end and build the report, complete or not."""
@@ -301,8 +303,36 @@ class _Run:
             self._absorb_failures()
             self._check(fleet)
             seen = self._advance(progress, seen)
-            if not thread.is_alive() and not self.ingest_failure and self.state.stacker_done():
+            if not thread.is_alive() and not self.ingest_failure and self.state.stacker_done() and self._indexed():
                 return
+
+    def _indexed(self) -> bool:
+        """Whether every planned window the stacker calls complete has its slot index in the bucket.
+
+        StacksUpdated is an event anyone who reaches the stacks topic can publish, and the run ends on it; the
+        stacker writes a window's slot index before it says so. A claim without the index is not believed (it
+        is listed under ``untrusted`` once) and the run keeps following the topics. Looked at most once a
+        second; a store that cannot be read counts as not yet.
+        """
+        now = time.monotonic()
+        if now < self._index_checked_at + 1.0:
+            return False
+        self._index_checked_at = now
+        try:
+            root = open_root(bucket_root(self.settings), self.settings, read_only=True)
+            windows = [w for w in sorted(self.state.plan) if self.state.pairs_expected(w)]
+            unbacked = [w for w in windows if "pair_index" not in (subgroup(root, window_group(w)) or {})]
+        except (XcorrflowError, OSError) as exc:
+            log.info("the windows' slot indexes cannot be read yet: %s", exc)
+            return False
+        for window in unbacked:
+            if window not in self._disbelieved:
+                self._disbelieved.add(window)
+                log.warning("StacksUpdated says window %s is stacked, but it has no slot index: not believed", window)
+                self.state.untrusted.append(
+                    {"source": f"StacksUpdated for window {window}", "reason": "not confirmed: no slot index"}
+                )
+        return not unbacked
 
     def _check(self, fleet: Fleet) -> None:
         if self.ingest_failure:

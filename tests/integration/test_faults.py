@@ -24,6 +24,7 @@ from bench.chaos_run import Fault, Live, Outcome, RunSpec, evaluate
 from bench.checks import Expectation
 from bench.faults import PrivateStack, free_port_base
 from bench.hostile import build_hostile, check_hostile
+from contracts.events import StacksUpdated
 from dsp.windows import window_id
 from xcorrflow.synth import SynthConfig, synthesise
 
@@ -185,6 +186,20 @@ def test_malformed_and_forged_records_on_every_topic(
     outcome, _, _ = _run(private_stack, deployment, tmp_path, sc.produce(records, "records"))
     assert_exact(outcome)
     assert outcome.dlq_records > 0, "hostile records must reach the dead-letter topic"
+
+
+def test_forged_stacks_updated_do_not_end_the_run(
+    private_stack: PrivateStack, deployment: Deployment, tmp_path: Path
+) -> None:
+    """Anyone who reaches the stacks topic can say every window is stacked; the run must not stop on it."""
+
+    def claims(target: fuzz.Target) -> dict[str, list[fuzz.KeyValue]]:
+        n = len(target.stations) * (len(target.stations) - 1) // 2
+        forged = [StacksUpdated(window=w, stacked=n, expected=n, complete=True) for w in target.windows]
+        return {"stacks": [(e.window.encode(), e.encode()) for e in forged]}
+
+    outcome, _, _ = _run(private_stack, deployment, tmp_path, sc.produce(claims, "forged StacksUpdated"))
+    assert_exact(outcome)
 
 
 def test_hostile_input_folder(private_stack: PrivateStack, tmp_path: Path) -> None:
