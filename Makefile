@@ -11,9 +11,11 @@ STACK  ?= native
 PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="--rounds 1 --no-live"`.
 BENCH_ARGS ?=
+# Extra scaling-benchmark arguments, e.g. `make bench-scale BENCH_SCALE_ARGS="--stations 130,260 --rounds 1"`.
+BENCH_SCALE_ARGS ?=
 
 .PHONY: help venv up down status clean-data topics dashboard test test-unit test-integration test-tools images \
-	test-containers demo bench bench-kernel lint fmt clean
+	test-containers demo bench bench-scale bench-kernel lint fmt clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +77,9 @@ bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, comm
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
 	$(BIN)/python -m bench.commit_latency
 	$(BIN)/python -m bench.cpu_budget
+
+bench-scale: venv ## scaling benchmark, N = 130/260/520 on its own stack (27xxx ports): bench/results/scale.{json,md,png}
+	$(BIN)/python -m bench.scale $(BENCH_SCALE_ARGS)
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel
