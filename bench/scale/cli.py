@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if any(m != "inprocess" for m in args.modes):
             stack.up()
+            for run_id in stack.delete_leftovers():
+                _say(f"deleted {run_id}, left on the private stack by an interrupted benchmark")
         for n in args.stations:
             for rnd in range(args.rounds):
                 if not args.no_science:

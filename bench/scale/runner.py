@@ -1,9 +1,13 @@
 """One measured run of ``bench.scale``: an ``xcorrflow run`` (or the science bound) in its own process.
 
 The process gets its own session, so the whole tree (the run and its workers) can be stopped with one signal
-when the watchdog fires or the run overruns; an address-space limit (``RLIMIT_AS``, inherited by the workers)
-backs the watchdog up should its thread be starved. A run that fails, does not fit or overruns is recorded
-with its reason and never stops the benchmark.
+when the watchdog fires, the run overruns or the benchmark is interrupted. A run that fails, does not fit or
+overruns is recorded with its reason and never stops the benchmark.
+
+The cap is on resident memory, not on address space: ``RLIMIT_AS`` would fail runs that fit. The old run
+process grows its stack bank by doubling a zeroed float64 array (15.6 GiB of address space at N = 520)
+whose untouched pages never become resident; with ``RLIMIT_AS`` at 20 GiB, N = 520 streaming died in that
+allocation at 11 GiB resident.
 
 After a pipeline run, the bytes it wrote are counted before anything is deleted: the objects under its
 namespace in the bucket (listed through the S3 API, so any S3 server counts), its topics' log segments in
@@ -15,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -81,7 +84,6 @@ def measured(
     t0 = time.time()
     with open(log, "wb") as err:
         proc = subprocess.Popen(args, env=env, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
-    _backstop(proc.pid, cap)
 
     def stop(_reason: str) -> None:
         _kill_group(proc.pid)
@@ -95,6 +97,9 @@ def measured(
             overran = True
             _kill_group(proc.pid)
             code = proc.wait()
+        except BaseException:  # interrupted: the run must not outlive the benchmark
+            _kill_group(proc.pid)
+            raise
     return {
         "returncode": code,
         "status": "ok" if code == 0 and not s.breached and not overran else "failed",
@@ -103,14 +108,6 @@ def measured(
         "process_s": round(time.time() - t0, 2),
         "sampler": s,
     }
-
-
-def _backstop(pid: int, cap: int) -> None:
-    """An address-space limit well above the cap: only a runaway the watchdog missed hits it."""
-    limit = cap + 4 * GIB
-    # the process may be gone already, or limits not ours to set: the watchdog still runs
-    with contextlib.suppress(OSError, ValueError):
-        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
 
 
 def _kill_group(pid: int) -> None:
@@ -129,8 +126,9 @@ def run_pipeline_once(spec: RunSpec, env: dict[str, str], stack: Stack | None, l
         record.update(_from_report(report))
         if record["status"] == "ok" and not report.get("complete", True):
             record["status"], record["reason"] = "failed", report.get("reason")
-    if record["status"] != "ok" and not record.get("reason"):
-        record["reason"] = _tail(log)
+    if record["status"] != "ok":
+        record["log_tail"] = _tail(log)
+        record["reason"] = record.get("reason") or record["log_tail"].splitlines()[-1]
     sampler = done.get("sampler")
     if sampler is not None:
         start = report.get("started_at") if report else None
@@ -153,7 +151,7 @@ def run_science(data: Path, env: dict[str, str], limits: Limits, work: Path) -> 
         record.update(json.loads(out.read_text()))
         record["peak_rss_mb"] = done["sampler"].peak_rss_mb().get("science")
     elif not record.get("reason"):
-        record["status"], record["reason"] = "failed", _tail(work / "science.log")
+        record["status"], record["reason"] = "failed", _tail(work / "science.log").splitlines()[-1]
     out.unlink(missing_ok=True)
     return record
 

@@ -92,6 +92,21 @@ class Stack:
             self._xcorrflow("stack", "down", check=False)
             self.started = False
 
+    def delete_leftovers(self) -> list[str]:
+        """Delete the runs an interrupted benchmark left on its private stack (never on a stack not its own)."""
+        if self.config is None:
+            return []
+        from contracts.settings import Settings
+        from storage import open_store
+        from xcorrflow.runs import delete_run, list_runs
+
+        settings = Settings()
+        runs = list_runs(settings)
+        store = open_store(settings)
+        for run_id in runs:
+            delete_run(settings, store, run_id)
+        return runs
+
     def service_pids(self) -> dict[int, str]:
         """Pid of each running native service (none for a compose stack)."""
         return service_pids(StackPaths(self.home))
