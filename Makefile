@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 BENCH_SCALE_ARGS ?=
 
 .PHONY: help venv up down status clean-data topics dashboard test test-unit test-integration test-tools images \
-	test-containers demo bench bench-scale bench-kernel lint fmt clean
+	test-containers demo bench bench-scale bench-kernel bench-s3 bench-preprocess lint fmt clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,10 +84,17 @@ bench-scale: venv ## scaling benchmark, N = 130/260/520 on its own stack (27xxx 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel
 
+bench-s3: up ## S3 access paths for zarr chunks: minio, obstore, s3fs, zarr stores (bench/results/s3_access.*)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m bench.s3_access $(BENCH_ARGS)
+
+bench-preprocess: up ## preprocess worker per station-hour against the DSP alone, same run (bench/results/preprocess_worker.json)
+	$(BIN)/python -m bench.preprocess_worker $(BENCH_ARGS)
+
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow bench
+	$(BIN)/mypy contracts storage dsp results producers consumers commit_broker xcorrflow bench
 
 fmt: venv ## format the code
 	$(BIN)/ruff format .

@@ -1,16 +1,17 @@
-"""``xcorrflow worker correlate``: PairTasks in, CCFs in the store, PairCorrelated out; consumer group ``correlate``.
+"""``xcorrflow worker correlate``: PairTasks in, CCFs in the results store, RowCorrelated out; group ``correlate``.
 
 One task is one row of a window's pair matrix (a station against a batch of others). The worker fetches each
-product once and keeps it in an LRU cache, correlates the row with the batched kernel, writes the row's CCFs as
-**one object** ``<ns>ccf/<window>/<row>.r<digest>.npz`` (a deterministic key: the same task always names the
-same object), then publishes one PairCorrelated per pair.
+product once and keeps it in an LRU cache, correlates the row with the batched kernel, writes the row's CCFs
+into the task's slots of the window's ``ccf`` array (whole chunks nobody else writes, :mod:`results.windows`),
+then the task's manifest (:mod:`results.manifest`), then publishes **one** RowCorrelated for the task.
 
-Exactly once per pair, even when a worker joins, leaves or is killed with -9: the PairCorrelated events and the
+Exactly once per task, even when a worker joins, leaves or is killed with -9: the RowCorrelated events and the
 consumed offsets of a batch of tasks are committed in one Kafka transaction (KIP-447: the transaction carries
-the consumer group's generation, so a zombie from an older generation cannot commit). The object is written
-before the transaction, with a conditional put: a redelivered task finds it and reuses it instead of computing
-again. Commit order per batch: put objects → produce events → send offsets → commit. A broker restart or an
-S3 outage aborts the batch (:class:`contracts.txn.Transactions`); its tasks are consumed again.
+the consumer group's generation, so a zombie from an older generation cannot commit). Chunks and manifest are
+written before the transaction; a redelivered task finds its manifest and is announced again without being
+computed again. Commit order per batch: write chunks → put manifests → produce events → send offsets →
+commit. A broker restart or an S3 outage aborts the batch (:class:`contracts.txn.Transactions`); its tasks are
+consumed again.
 
 A task is checked before any work: every station it names must have a product key of this namespace and
 window (an event can never make the worker read outside ``<ns>prep/<window>/``). A column station whose
@@ -20,13 +21,13 @@ is correlated.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime
 
 from confluent_kafka import Consumer, Message, Producer
@@ -34,7 +35,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.pairing import parse_product_key
 from contracts.errors import TransientError
-from contracts.events import DeadLetter, Event, EventDecodeError, PairCorrelated, PairTask, decode
+from contracts.events import DeadLetter, Event, EventDecodeError, PairTask, RowCorrelated, decode
 from contracts.kafka import (
     consumer_config,
     dead_letter_for,
@@ -46,11 +47,13 @@ from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKE
 from contracts.outage import KAFKA, S3
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Transactions, next_offsets, rewind, rewind_to_committed
-from dsp.ccf import CCF_EXT, decode_ccfs, encode_ccfs
-from dsp.correlate import CcfBatch, correlate_row
+from dsp.correlate import correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
 from dsp.seed import pair_key
+from results.layout import CHUNK_PAIRS, pair_index
+from results.manifest import FAILED, TaskManifest, manifest_key
+from results.windows import WindowStore, task_block
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.keys import validate_key, validate_seed_id, validate_window_id
@@ -60,7 +63,9 @@ SERVICE = "correlate"
 
 PAIRS = Counter("xcorrflow_pairs_correlated", "pairs whose CCF is durable and announced")
 PAIR_LATENCY = Histogram(
-    "xcorrflow_pair_latency_seconds", "FileReady of the later station → PairCorrelated", buckets=LATENCY_BUCKETS
+    "xcorrflow_pair_latency_seconds",
+    "FileReady of the later station → its row task correlated",
+    buckets=LATENCY_BUCKETS,
 )
 FIRST_RESULT = Gauge(
     "xcorrflow_time_to_first_result_seconds", "raw arrival of the later station → this worker's first CCF"
@@ -88,6 +93,8 @@ def check_task(task: PairTask, namespace: str) -> None:
         raise InvalidTask(str(exc)) from exc
     if len(task.columns) > MAX_COLUMNS or len(set(names)) != len(names):
         raise InvalidTask("a task names each station once, row included, and at most 100,000 columns")
+    if task.slot < 0 or task.slot % CHUNK_PAIRS or any(task.index.get(n) is None for n in names):
+        raise InvalidTask("a task needs a chunk-aligned slot and the registry index of every station it names")
     for name in names:
         key = task.keys.get(name)
         if key is None:
@@ -99,12 +106,6 @@ def check_task(task: PairTask, namespace: str) -> None:
             raise InvalidTask(f"product key {key!r} of {name}: {exc}") from exc
         if (window, station) != (task.window, name):
             raise InvalidTask(f"product key {key!r} is not station {name}'s product of window {task.window}")
-
-
-def task_object_key(namespace: str, task: PairTask) -> str:
-    """The deterministic key of a task's CCF object: window, row and a digest of the column set."""
-    digest = hashlib.sha1("\n".join(sorted(task.columns)).encode()).hexdigest()[:12]
-    return f"{namespace}ccf/{validate_window_id(task.window)}/{validate_seed_id(task.row)}.r{digest}{CCF_EXT}"
 
 
 class ProductCache:
@@ -142,6 +143,7 @@ class Correlator:
         settings: Settings,
         topics: TopicNames,
         store: ObjectStore,
+        windows: WindowStore,
         *,
         group: str,
         worker_id: str | None = None,
@@ -152,6 +154,7 @@ class Correlator:
         self.settings = settings
         self.topics = topics
         self.store = store
+        self.windows = windows
         self.ns = settings.key_prefix
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
@@ -220,20 +223,18 @@ class Correlator:
 
     def _after_commit(self, events: list[Event]) -> None:
         now = time.time()
-        for event in events:
-            if not isinstance(event, PairCorrelated) or event.skipped:
-                continue
-            PAIRS.inc()
+        rows = [e for e in events if isinstance(e, RowCorrelated)]
+        for event in rows:
+            PAIRS.inc(event.pairs)
             EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
-        correlated = [e for e in events if isinstance(e, PairCorrelated) and not e.skipped]
-        if correlated and not self._first_result_seen:
+        if rows and not self._first_result_seen:
             self._first_result_seen = True
             if self._last_arrived:
                 FIRST_RESULT.set(max(0.0, now - datetime.fromisoformat(self._last_arrived).timestamp()))
 
     # --- one task --------------------------------------------------------------------------------------------
     def process(self, msg: Message) -> list[tuple[str, str, Event]]:
-        """The events of one task message: PairCorrelated per pair, plus a dead letter per failed station.
+        """The events of one task message: one RowCorrelated, plus a dead letter per failed station.
 
         Raises:
             TransientError: the store is unavailable; the batch must be consumed again.
@@ -258,32 +259,65 @@ class Correlator:
 
     def _correlate_task(self, msg: Message, task: PairTask) -> list[tuple[str, str, Event]]:
         t0 = time.monotonic()
-        key = task_object_key(self.ns, task)
-        if self.store.exists(key):  # a redelivered task: the work is durable already
-            batch = decode_ccfs(self.store.get(key), key)
-            failed = _not_in(task, batch, "no CCF in the task's object (its product was missing when it ran)")
-        else:
-            batch, failed = self._compute(task)
-            self.store.put_if_absent(key, encode_ccfs(batch), content_type="application/octet-stream")
+        key = manifest_key(self.ns, task.window, task.row, task.slot)
+        try:  # a redelivered task: its CCFs and manifest are durable already
+            manifest = TaskManifest.decode(self.store.get(key))
+        except ObjectNotFound:
+            manifest = self._compute(task)
+            self.store.put_if_absent(key, manifest.encode(), content_type="application/json")
         TASK_SECONDS.observe(time.monotonic() - t0)
         if task.ready_at:
             PAIR_LATENCY.observe(max(0.0, time.time() - datetime.fromisoformat(task.ready_at).timestamp()))
         self._last_arrived = task.arrived_at
-        events: list[tuple[str, str, Event]] = [
-            (self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in _events(task, key, batch, self.worker_id)
-        ]
-        for station, reason in failed.items():
+        event = RowCorrelated(
+            window=task.window,
+            row=task.row,
+            slot=task.slot,
+            pairs=len(task.columns),
+            columns=list(task.columns),
+            manifest=key,
+            ready_at=task.ready_at,
+            arrived_at=task.arrived_at,
+            worker=self.worker_id,
+        )
+        events: list[tuple[str, str, Event]] = [(self.topics.results, f"{task.window}/{task.row}", event)]
+        reasons = set(manifest.failed.values())
+        if len(reasons) == 1 and len(manifest.failed) == len(task.columns) and next(iter(reasons)).startswith("row "):
+            events.append(self._dead_letter(msg, next(iter(reasons)), source=task.keys[task.row]))  # the whole row
+            return events
+        for station, reason in manifest.failed.items():
             events.append(self._dead_letter(msg, f"pair {pair_key(*sorted((task.row, station)))}: {reason}",
                                             source=task.keys[station]))  # fmt: skip
         return events
 
-    def _compute(self, task: PairTask) -> tuple[CcfBatch, dict[str, str]]:
-        """Correlate the row with every column whose product can be read; returns the failed columns' reasons.
+    def _compute(self, task: PairTask) -> TaskManifest:
+        """Correlate the row with every column whose product can be read and write the CCFs to the task's slots.
+
+        A row whose own product cannot be read fails every pair of the task; its manifest says so, so the stacker
+        counts those pairs as failed instead of waiting for them.
+
+        Returns:
+            The task's manifest (not yet stored).
 
         Raises:
-            ObjectNotFound, CorruptProduct: the row's own product (the whole task fails).
+            TransientError: a store is unavailable.
         """
-        row = self.cache.get(task.keys[task.row])
+        me = task.index[task.row]
+        manifest = TaskManifest(
+            window=task.window,
+            row=task.row,
+            slot=task.slot,
+            columns=list(task.columns),
+            pair_index=[pair_index(me, task.index[c]) for c in task.columns],
+            n_common=[FAILED] * len(task.columns),
+            index=dict(task.index),
+            worker=self.worker_id,
+        )
+        try:
+            row = self.cache.get(task.keys[task.row])
+        except (ObjectNotFound, DspError) as exc:
+            reason = f"row {task.row}: {type(exc).__name__}: {exc}"
+            return replace(manifest, failed=dict.fromkeys(task.columns, reason))
         columns, failed = [], {}
         for name in task.columns:
             try:
@@ -294,22 +328,7 @@ class Correlator:
         batch = correlate_row(
             row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads
         )
-        return batch, failed
-
-
-def _not_in(task: PairTask, batch: CcfBatch, reason: str) -> dict[str, str]:
-    """Columns of ``task`` whose pair is neither in ``batch`` nor skipped there."""
-    done = set(batch.keys) | {pair_key(s.a, s.b) for s in batch.skipped}
-    return {c: reason for c in task.columns if pair_key(*sorted((task.row, c))) not in done}
-
-
-def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[PairCorrelated]:
-    events = [
-        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n), worker=worker)
-        for (a, b), n in zip(batch.pairs, batch.n_common, strict=True)
-    ]
-    events += [
-        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason, worker=worker)
-        for s in batch.skipped
-    ]
-    return events
+        block, n_common = task_block(task.row, task.columns, batch, failed)
+        self.windows.write(task.window, task.slot, block)
+        skipped = {s.b if s.a == task.row else s.a: s.reason for s in batch.skipped}
+        return replace(manifest, n_common=n_common, skipped=skipped, failed=failed)

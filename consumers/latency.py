@@ -2,7 +2,8 @@
 
 No other service sees both ends: the broker knows arrivals, the correlators each know some pairs. This one
 reads the commits topic (FileReady carries the raw arrival; DirectoryCommitted the station count) and the
-results topic (PairCorrelated), both ``read_committed``, and observes ``xcorrflow_station_latency_seconds``
+results topic (RowCorrelated: a row task's pairs), both ``read_committed``, and observes
+``xcorrflow_station_latency_seconds``
 once per station and window (:mod:`consumers.stationdone` does the bookkeeping).
 
 It only observes: it writes nothing, and a message it cannot decode is left to the services that own the
@@ -21,7 +22,7 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import Gauge, Histogram
 
 from consumers.stationdone import StationTracker
-from contracts.events import DirectoryCommitted, Event, EventDecodeError, FileReady, PairCorrelated, decode
+from contracts.events import DirectoryCommitted, Event, EventDecodeError, FileReady, RowCorrelated, decode
 from contracts.kafka import consumer_config, log_ready_on_first_assignment
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
@@ -95,8 +96,12 @@ class LatencyTracker:
         if isinstance(event, DirectoryCommitted):
             window = self._window_of(event.directory)
             return [] if window is None else self.tracker.committed(window, len(event.files))
-        if isinstance(event, PairCorrelated) and (event.skipped or event.key.startswith(f"{self.ns}ccf/")):
-            return self.tracker.pair_done(event.window, event.a, event.b, _epoch(event.correlated_at))
+        if isinstance(event, RowCorrelated) and event.manifest.startswith(f"{self.ns}tasks/"):
+            at, out = _epoch(event.correlated_at), []
+            for column in event.columns:
+                a, b = sorted((event.row, column))
+                out += self.tracker.pair_done(event.window, a, b, at)
+            return out
         return []
 
     def _window_of(self, directory: str) -> str | None:

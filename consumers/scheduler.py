@@ -4,6 +4,9 @@ It follows FileReady and DirectoryCommitted on the commits topic and publishes P
 matrix each, keyed ``<window>/<row>``) in the same transaction as its state records and consumed offsets
 (:mod:`contracts.txn`), so a restart never emits a pair twice and never loses one.
 
+Each task comes with its slots in the window's ccf array (:mod:`results.layout`); the scheduler grows that
+array before it publishes the tasks that fill it.
+
 Events are hints, objects are the truth: a station becomes part of a window only once its product is seen in
 the store (one HEAD per new station-window, when a store is given), so a FileReady or a commit naming an
 object that does not exist is dead-lettered instead of turning into tasks that would fail, or worse, take the
@@ -23,6 +26,7 @@ from contracts.kafka import dead_letter_for
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Output, TransactionalLoop
+from results.windows import WindowStore
 from storage import ObjectStore
 from storage.errors import InvalidKey
 from storage.keys import validate_key
@@ -47,6 +51,7 @@ class PairScheduler(TransactionalLoop):
         *,
         windows_expected: int | None = None,
         store: ObjectStore | None = None,
+        windows: WindowStore | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -58,6 +63,7 @@ class PairScheduler(TransactionalLoop):
         self.mode: Mode = mode
         self.windows_expected = windows_expected
         self.store = store
+        self.windows = windows  # where the tasks' CCFs go: grown before the tasks that fill it are published
         self.core = PairingCore(mode, namespace=settings.key_prefix, windows_expected=windows_expected)
 
     def reset(self, records: list[tuple[str, bytes | None]]) -> None:
@@ -82,6 +88,9 @@ class PairScheduler(TransactionalLoop):
                 raise ValueError(f"the scheduler does not accept {event.type} on the commits topic")
         except (EventDecodeError, ValueError) as exc:
             return Output(events=[self._dead_letter(msg, f"{type(exc).__name__}: {exc}")])  # label: the class
+        if self.windows is not None:
+            for window, slots in decision.grown.items():
+                self.windows.ensure(window, slots)
         for task in decision.tasks:
             PAIRS_SCHEDULED.labels(mode=self.mode).inc(len(task.columns))
         events: list[tuple[str, str, Event]] = [(self.topics.pairs, f"{t.window}/{t.row}", t) for t in decision.tasks]

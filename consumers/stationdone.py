@@ -1,6 +1,6 @@
 """When is a station done? Raw arrival → the last of its pairs in a window correlated (pure bookkeeping, no I/O).
 
-A station S of window W is *done* when every pair (S, X) of W's stations has a PairCorrelated (a skipped
+A station S of window W is *done* when every pair (S, X) of W's stations has been correlated (a skipped
 pair counts: it was decided). The number of stations is known only once W's product directory commits
 (``DirectoryCommitted.files``), so the latency is observed at the latest of three events: S's FileReady (which
 carries its raw arrival time), the directory commit, and S's last pair. The latency is measured from S's raw
@@ -32,7 +32,7 @@ class _Window:
 
 
 class StationTracker:
-    """Turns FileReady, DirectoryCommitted and PairCorrelated facts into per-station latencies.
+    """Turns FileReady, DirectoryCommitted and correlated-pair facts into per-station latencies.
 
     Every method returns the latencies (seconds) of the stations that became done through that fact, each
     station of a window at most once.

@@ -15,7 +15,9 @@ other exception leaves :func:`decode` for any bytes. Every event carries the ids
 | FileReady            | commits  | directory           | object key              |
 | DirectoryCommitted   | commits  | directory           | directory               |
 | PairTask             | pairs    | window/row station  | (window, row, columns)  |
-| PairCorrelated       | results  | pair                | (window, pair)          |
+| PairCorrelated       | results  | pair                | (window, pair): kept for outside readers, no longer sent |
+| RowCorrelated        | results  | window/row station  | (window, row)           |
+| StacksUpdated        | stacks   | window              | (window, stacked count) |
 | DeadLetter           | dlq      | source key          | (topic, partition, offset) |
 """
 
@@ -173,6 +175,41 @@ class PairTask(_Event):
     keys: dict[SeedId, ObjectKey] = Field(description="product object key of every station named in the task")
     ready_at: Timestamp = Field("", description="FileReady time of the later station of the batch, for latency")
     arrived_at: Timestamp = Field("", description="raw arrival of the later station of the batch")
+    slot: int = Field(-1, ge=-1, description="first slot of the task's CCFs in the window's ccf array (-1: none)")
+    index: dict[SeedId, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="registry index of every station named in the task (results.layout)"
+    )
+
+
+class RowCorrelated(_Event):
+    """A row task's CCFs are durable in the window's ccf array, and its manifest says what each slot holds."""
+
+    type: Literal["RowCorrelated"] = "RowCorrelated"
+    window: WindowId
+    row: SeedId
+    slot: int = Field(ge=0, description="first slot of the task in the window's ccf array")
+    pairs: int = Field(ge=0, description="slots the task filled (one per column, in the task's order)")
+    columns: list[SeedId] = Field(
+        default_factory=list, description="the task's columns in slot order (what the manifest says is the truth)"
+    )
+    manifest: ObjectKey = Field(description="object key of the task manifest (pairs, common sub-windows, failures)")
+    ready_at: Timestamp = Field("", description="FileReady time of the later station of the task, for latency")
+    arrived_at: Timestamp = Field("", description="raw arrival of the later station of the task")
+    correlated_at: Timestamp = Field(default_factory=utcnow)
+    worker: Name = Field("", description="the correlator that did the work (observability)")
+
+
+class StacksUpdated(_Event):
+    """The stacker added (part of) a window to the stacks; ``complete`` once every pair of the window is in."""
+
+    type: Literal["StacksUpdated"] = "StacksUpdated"
+    window: WindowId
+    stacked: int = Field(ge=0, description="pairs of the window in the stacks")
+    skipped: int = Field(0, ge=0, description="pairs of the window with no CCF (no common valid sub-window)")
+    failed: int = Field(0, ge=0, description="pairs of the window that could not be correlated (see the DLQ)")
+    expected: int = Field(-1, ge=-1, description="pairs of the window (-1 until its directory commits)")
+    complete: bool = False
+    updated_at: Timestamp = Field(default_factory=utcnow)
 
 
 class PairCorrelated(_Event):
@@ -216,6 +253,8 @@ Event = Annotated[
     | DirectoryCommitted
     | PairTask
     | PairCorrelated
+    | RowCorrelated
+    | StacksUpdated
     | DeadLetter,
     Field(discriminator="type"),
 ]

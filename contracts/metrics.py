@@ -38,10 +38,10 @@ KNOWN_DEAD_LETTER_REASONS: dict[str, tuple[str, ...]] = {
     "scheduler": ("EventDecodeError", "ValueError"),
     "preprocess": ("EventDecodeError", "ValueError"),
     "correlate": ("EventDecodeError", "ValueError"),
+    "stack": ("EventDecodeError", "ValueError", "ObjectNotFound"),
 }
 KNOWN_S3_OPS: dict[str, tuple[str, ...]] = {
     "preprocess": ("transient",),
-    "stack": ("get", "put"),
 }
 # librdkafka's error callback counts under one label in every process (contracts.kafka._error_cb).
 KAFKA_ERROR_SERVICES = ("client",)

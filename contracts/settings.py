@@ -49,6 +49,8 @@ class TopicNames(BaseModel):
     )
     broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
     scheduler_state: str = Field("xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window")
+    stacks: str = Field("xcorr.stacks", description="StacksUpdated events of the stacker, keyed by window")
+    stacker_state: str = Field("xcorr.stacker-state", description="compacted stacker state, keyed by window and task")
 
     def with_prefix(self, prefix: str) -> TopicNames:
         """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics.
@@ -63,7 +65,7 @@ class TopicNames(BaseModel):
 
     def compacted(self) -> set[str]:
         """Names of the topics that hold state and are therefore log-compacted."""
-        return {self.broker_state, self.scheduler_state}
+        return {self.broker_state, self.scheduler_state, self.stacker_state}
 
 
 class TopicPartitions(BaseModel):
@@ -144,6 +146,12 @@ class Settings(BaseSettings):
     s3_port: int = Field(19000, description="S3 API port of the local stack")
     s3_endpoint: str | None = Field(None, description="S3 endpoint host:port; defaults to s3_host:s3_port")
     s3_secure: bool = Field(False, description="use HTTPS for S3")
+    s3_unsigned_payload: bool = Field(
+        False,
+        description="sign UNSIGNED-PAYLOAD instead of each body's SHA-256 over plain HTTP: about 1.2 s of client + "
+        "server CPU less per GB written (bench/s3_access.py); body integrity then rests on TCP, so keep it for "
+        "loopback or trusted links (over HTTPS the client sends UNSIGNED-PAYLOAD anyway)",
+    )
     s3_access_key: SecretStr = Field(SecretStr(LOCAL_ACCESS_KEY), description="S3 access key id")
     s3_secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), description="S3 secret access key")
     s3_region: str = Field("us-east-1", description="S3 region (skips a GetBucketLocation round trip)")
@@ -190,6 +198,14 @@ class Settings(BaseSettings):
     # --- Tests ------------------------------------------------------------------------------------------------
     test_images: ContainerImages = Field(
         default_factory=ContainerImages, description="images of the testcontainers suite"
+    )
+
+    # --- Results -----------------------------------------------------------------------------------------------
+    stack_memory_mb: int = Field(
+        1024, ge=1, description="memory the stacker may hold in stack chunks and CCFs (sets its group size)"
+    )
+    stack_chunk_pairs: int = Field(
+        128, ge=1, description="pairs per chunk of new stack arrays (128 x 8001 lags x 4 B = 4 MB objects)"
     )
 
     # --- Science -----------------------------------------------------------------------------------------------

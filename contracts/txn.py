@@ -372,6 +372,10 @@ class TransactionalLoop(ABC):
     def after_commit(self) -> None:  # noqa: B027 - optional hook
         """Called after each committed transaction (update gauges and latency metrics)."""
 
+    def work(self) -> None:  # noqa: B027 - optional hook
+        """Called once per loop turn, outside any transaction: long work with its own transactions (a subclass
+        that writes objects records its intent first, see :class:`consumers.stacker.Stacker`)."""
+
     # --- lifecycle -----------------------------------------------------------------------------------------
     def stop(self) -> None:
         """Finish the current transaction and return from :meth:`run`."""
@@ -424,6 +428,7 @@ class TransactionalLoop(ABC):
                 if time.monotonic() >= next_tick:
                     self.transact(lambda: self.tick(time.time()), with_offsets=self._offsets_pending)
                     next_tick = time.monotonic() + self.tick_interval
+                self.work()
             if self._offsets_pending:
                 self.transact(Output, with_offsets=True)
         finally:

@@ -44,11 +44,13 @@ from storage.base import (
     PutOutcome,
     check_content_type,
     check_metadata,
+    check_range,
     md5_hex,
     normalize_etag,
     write_file_atomically,
 )
 from storage.errors import (
+    InvalidKey,
     KeyPathConflict,
     ObjectConflict,
     ObjectNotFound,
@@ -57,7 +59,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
-from storage.keys import validate_key, validate_prefix
+from storage.keys import validate_key, validate_prefix, validate_segment
 from storage.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -149,6 +151,7 @@ class S3Store(ObjectStore):
             connect_timeout=settings.faults.s3_connect_timeout_s,
             read_timeout=settings.faults.s3_read_timeout_s,
             max_connections=max_connections,
+            unsigned_payload=settings.s3_unsigned_payload,
         )
         store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url, retry=outage_retry(settings))
         if create_bucket:
@@ -298,6 +301,29 @@ class S3Store(ObjectStore):
 
         return self._call("get", key, fetch)
 
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """Read part of an object with one ranged GET; see :meth:`ObjectStore.get_range`."""
+        validate_key(key)
+        check_range(offset, length)
+        if length == 0:
+            self.stat(key)  # b"" for an object that exists, ObjectNotFound otherwise
+            return b""
+
+        def fetch() -> bytes:
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length or 0)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call("get", key, fetch)
+        except StorageBackendError as exc:
+            if exc.code != "InvalidRange":  # S3's 416: the range starts at or past the end
+                raise
+            return b""
+
     def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Stream an object into a file (atomically, re-fetched on a transient failure); see the base class."""
         validate_key(key)
@@ -348,6 +374,17 @@ class S3Store(ObjectStore):
                 if not is_transient(exc) or failures >= self.retry.max_attempts:
                     raise self._translate(exc, "list", directory, failures) from exc
                 self.retry.sleep(self.retry.delay(failures))
+
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """Names directly under ``prefix``, from one delimited listing; see :meth:`ObjectStore.list_dir`."""
+        directory = validate_prefix(prefix)
+
+        def listing() -> list[str]:
+            found = self._client.list_objects(self.bucket, prefix=directory or None, recursive=False)
+            names = (str(item.object_name)[len(directory) :] for item in found if item.object_name)
+            return sorted(name for name in names if _is_segment(name.rstrip("/")))
+
+        return iter(self._call("list", directory, listing))
 
     def close(self) -> None:
         """Drop pooled connections."""
@@ -436,6 +473,15 @@ class S3Store(ObjectStore):
             return digest.hexdigest()
 
         return self._call("get", key, fetch)
+
+
+def _is_segment(name: str) -> bool:
+    """Whether a listed name could be part of a key (hidden bookkeeping such as ``.xcorrflow/`` is not)."""
+    try:
+        validate_segment(name)
+    except InvalidKey:
+        return False
+    return True
 
 
 def outage_retry(settings: Settings) -> RetryPolicy:

@@ -1,10 +1,13 @@
 """``xcorrflow run --mode streaming|cnf|barrier``: one run of the Kafka pipeline on the running stack.
 
 A run gets its own topics (prefix ``<run id>.``) and its own key namespace (``<run id>/``), starts the
-workers as processes (commit broker, pair scheduler, P preprocessors, C correlators), waits until they are
-ready, then starts the clock and ingests the input. It follows the commits, results and dead-letter topics
-until every planned (window, pair) is accounted for (:mod:`xcorrflow.runstate`), exports the SAC stacks from
-the CCF objects, writes report.json (also to ``runs/<run id>/`` in the bucket) and stops the workers.
+workers as processes (commit broker, pair scheduler, P preprocessors, C correlators, the stacker, the latency
+tracker), waits until they are ready, then starts the clock and ingests the input. The correlators write each
+window's CCFs into the bucket's ``<ns>results.zarr``; the stacker writes the stacks into ``OUT/results.zarr``.
+The run follows the commits, results, stacks and dead-letter topics until the stacker has every planned window
+(:mod:`xcorrflow.runstate`), checks the stacks against its plan from the objects (:mod:`xcorrflow.verify`),
+exports SAC files when asked (``--format sac|both``), writes report.json (also to ``runs/<run id>/`` in the
+bucket) and stops the workers. The run process itself holds no CCF and no stack.
 
 The clock starts at ingest, with the workers already deployed, as the paper compares fixed resources with
 and without the I/O boundary; worker start-up (Python imports, group joins) is reported separately.
@@ -19,14 +22,15 @@ run (:mod:`xcorrflow.manifest`). The run exits 0 only when every planned (window
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from confluent_kafka import Producer
 
 from commit_broker.rules import DEFAULT_RULES
@@ -38,14 +42,17 @@ from contracts.settings import Settings, TopicNames
 from contracts.topics import ensure_topics, topic_specs
 from producers.ingest import Ingestor, IngestReport, plan
 from producers.inventory import Inventory, scan_folder
+from results.export import export_sac
+from results.layout import ROOT_NAME
+from results.zarrio import bucket_root, open_root
 from storage import ObjectStore, open_store
-from xcorrflow.collector import StackCollector
 from xcorrflow.errors import CommandError
 from xcorrflow.fleet import Fleet, WorkerProcess
 from xcorrflow.manifest import RunManifest, claim
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
 from xcorrflow.runstate import MAX_LISTED, FailureCheck, RunMonitor, RunState
+from xcorrflow.verify import Verdict, verify
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +79,20 @@ class RunOptions:
     downstream_nice: int = 10
     cleanup: bool = False  # delete the run's objects and topics once the output folder is written
     fresh: bool = False  # start a new run even if OUT holds an unfinished one
+    formats: tuple[str, ...] = ("zarr",)  # zarr: OUT/results.zarr holds the stacks; sac: OUT/<A>__<B>.sac
 
 
 def start_workers(
-    settings: Settings, topics_prefix: str, namespace: str, options: RunOptions, windows: int, logs: Path
+    settings: Settings,
+    topics_prefix: str,
+    namespace: str,
+    options: RunOptions,
+    windows: int,
+    logs: Path,
+    stacks: Path | None = None,
 ) -> Fleet:
-    """Start broker, scheduler, P preprocessors and C correlators for one run, and wait until all are ready."""
+    """Start broker, scheduler, P preprocessors, C correlators, the stacker (its stacks in ``stacks``, default the
+    bucket) and the latency tracker for one run, and wait until all are ready."""
     fleet = Fleet()
     rules = logs / "rules.yaml"
     rules.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +103,10 @@ def start_workers(
         ["--windows", str(windows)] if options.mode == "barrier" else []
     )
     fleet.add(WorkerProcess(sched, log=logs / "scheduler.log"))
+    target = ["--stacks", str(stacks)] if stacks is not None else []
+    fleet.add(
+        WorkerProcess(["stack", *target, *common, "--nice", str(options.downstream_nice)], log=logs / "stack.log")
+    )
     fleet.add(WorkerProcess(["latency", *common], log=logs / "latency.log"))  # station latency metric
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
@@ -138,7 +157,8 @@ def run_pipeline(
     ensure_topics(settings.bootstrap_servers, topic_specs(settings, topics), replication=settings.kafka_replication)
     store = open_store(settings)
     run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, options, output_dir)
-    fleet = start_workers(settings, run_id, run_id, options, len(inventory.windows()), output_dir / "logs")
+    stacks = output_dir / ROOT_NAME
+    fleet = start_workers(settings, run_id, run_id, options, len(inventory.windows()), output_dir / "logs", stacks)
     try:
         report = run.execute(fleet, progress, setup_s=time.perf_counter() - t_setup)
     finally:
@@ -183,7 +203,7 @@ def _keep(settings: Settings, store: ObjectStore, run_id: str, report: Report, c
 
 
 class _Run:
-    """One run's ingest, its progress until every planned pair is accounted for, and its report."""
+    """One run's ingest, its progress until every planned pair is in the stacks, and its report."""
 
     def __init__(
         self,
@@ -203,19 +223,12 @@ class _Run:
         self.ingested = IngestReport()
         self.ingest_failure: list[BaseException] = []
         self.control = Producer(producer_config(settings))
-        self.collector = StackCollector(
-            store.scoped(self.ns),
-            settings.processing,
-            output_dir,
-            inventory.seed_ids(),
-            inventory.coordinates_of,
-            nice=options.downstream_nice,
-        )
-        self.monitor = RunMonitor(settings, topics, self.ns, on_result=self.collector.offer)
+        self.monitor = RunMonitor(settings, topics, self.ns)
         self.state: RunState = self.monitor.state
         for window, station in self.objects:
             self.state.plan.setdefault(window, set()).add(station)
         self.check = FailureCheck(settings, self.objects, self.ns)
+        self.verdict = Verdict()
         self._lost_seen = 0
 
     def execute(self, fleet: Fleet, progress: Progress | None, setup_s: float) -> Report:
@@ -229,28 +242,31 @@ class _Run:
             self.monitor.close()
             self.check.close()
         t_export = time.perf_counter()
-        export_error = self._export(complete=failure is None)
+        export_error = self._export()
         report = self._report()
-        if failure is None and export_error is None and not self.state.done(self.collector):
-            failure = RunFailed("the stacks do not hold every planned (window, pair)")
         reason = failure or export_error
+        if reason is None and not self.verdict.complete:
+            reason = RunFailed(f"the stacks do not hold {self.verdict.missing_count} planned (window, pair)s")
         report.complete = reason is None
         report.reason = None if reason is None else _reason(reason)
         if not report.complete:
             report.missing = self._missing()
         report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
         report.timings_s["setup"] = round(setup_s, 6)
-        report.makespan_s = round(time.time() - (self.t0 or time.time()), 6)  # ingest start → stacks on disk
+        report.makespan_s = round(time.time() - (self.t0 or time.time()), 6)  # ingest start → results durable
         report.started_at = self.t0 or None
         return report
 
-    def _export(self, complete: bool) -> BaseException | None:
-        """Write the SAC stacks: all of them after a complete run, only the final ones after a failure."""
-        skips = self.collector.skips()
-        final = None if complete else (lambda key: self.state.windows_of_pair(key, skips))
+    def _export(self) -> BaseException | None:
+        """Judge the stacks from the objects, then export: SAC files of the final pairs when asked for."""
         try:
-            self.collector.finish(final)
-        except (XcorrflowError, OSError) as exc:
+            stacks = open_root(self.output_dir / ROOT_NAME)
+            self.verdict = verify(stacks, open_root(bucket_root(self.settings), self.settings), self.state)
+            if "sac" in self.options.formats:
+                export_sac(stacks, self.output_dir, final=self.verdict.final)
+            if "zarr" not in self.options.formats and self.verdict.complete:
+                shutil.rmtree(self.output_dir / ROOT_NAME, ignore_errors=True)
+        except (XcorrflowError, OSError, KeyError) as exc:
             return exc
         return None
 
@@ -266,7 +282,7 @@ class _Run:
             self.ingest_failure.append(exc)
 
     def _drive(self, fleet: Fleet, progress: Progress | None) -> None:
-        """Start the clock, ingest in a thread, follow the topics until every planned pair is accounted for.
+        """Start the clock, ingest in a thread, follow the topics until the stacker has every planned window.
 
         Raises:
             RunFailed, WorkerFailed, DependencyUnavailable: the run cannot complete.
@@ -276,22 +292,19 @@ class _Run:
         self.t0 = time.time()
         thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)
         thread.start()
-        seen, next_write = 0, 0.0
+        seen = 0
         while True:
             for letter in self.monitor.poll(0.05):
                 reason = self.check.claim(letter)
                 if reason:
                     self.state.untrusted.append({"source": letter.source, "reason": f"not confirmed: {reason}"})
             self._absorb_failures()
-            self._check(fleet, thread)
+            self._check(fleet)
             seen = self._advance(progress, seen)
-            if time.monotonic() >= next_write:
-                self.collector.write_final(functools.partial(self.state.windows_of_pair, skips=self.collector.skips()))
-                next_write = time.monotonic() + 0.25
-                if not thread.is_alive() and self.state.done(self.collector):
-                    return
+            if not thread.is_alive() and not self.ingest_failure and self.state.stacker_done():
+                return
 
-    def _check(self, fleet: Fleet, thread: threading.Thread) -> None:
+    def _check(self, fleet: Fleet) -> None:
         if self.ingest_failure:
             exc = self.ingest_failure[0]
             raise RunFailed(f"ingest failed: {_reason(exc)}") from exc
@@ -299,7 +312,6 @@ class _Run:
         KAFKA.check()
         faults = self.settings.faults
         fleet.supervise(faults.max_restarts, faults.restart_backoff_s)
-        self.collector.raise_failures()
         if time.time() - self.t0 > self.options.timeout_s:
             raise RunFailed(f"the run did not finish within {self.options.timeout_s:.0f} s (--timeout)")
 
@@ -323,18 +335,18 @@ class _Run:
 
     def _advance(self, progress: Progress | None, seen: int) -> int:
         ready = sum(len(v) for v in self.state.ready.values())
-        done = ready + self.state.accounted(self.collector)
+        done = ready + self.state.stacked()
         if progress is not None and done > seen:
-            progress.advance(done - seen, f"{ready} stations ready, {done - ready} pairs")
+            progress.advance(done - seen, f"{ready} stations ready, {self.state.pairs_correlated} pairs correlated")
         return max(done, seen)
 
     # --- the report ------------------------------------------------------------------------------------------
     def _missing(self) -> dict[str, object]:
-        s = self.state
-        pairs = s.missing(self.collector, limit=MAX_LISTED)
-        count = s.pairs_expected() - s.accounted(self.collector)
-        windows = sorted({p["window"] for p in pairs})
-        return {"count": max(count, len(pairs)), "windows": windows, "pairs": pairs}
+        v = self.verdict
+        if not v.planned:  # never judged (the run failed before the stacks could be read)
+            count = self.state.pairs_expected()
+            return {"count": count, "windows": sorted(self.state.plan), "pairs": []}
+        return {"count": v.missing_count, "windows": sorted({m["window"] for m in v.missing}), "pairs": v.missing}
 
     def _report(self) -> Report:
         s, t0 = self.state, self.t0 or time.time()
@@ -343,15 +355,16 @@ class _Run:
         report = Report(mode=self.options.mode)
         report.stations = len({st for w in s.plan for st in s.expected(w)})
         report.windows = len(self.windows)
-        report.pairs = len(self.collector.written)
-        report.first_result_s = round(max(0.0, s.first_result_at - t0), 6) if s.first_result_at else None
+        report.pairs = sum(1 for (a, b), n in self.verdict.windows_of.items() if n > 0)
+        report.first_result_s = _since(s.first_result_at, t0) if s.first_result_at else None
         report.dead_letters = [{"source": d.source, "reason": d.reason} for d in ingested.dead_letters] + [
             {"source": d.source, "reason": d.reason, "service": d.service}
             for d in s.dead_letters
             if d.service != "ingest"
         ]
-        report.untrusted = s.untrusted[:MAX_LISTED] + self.collector.failures[:MAX_LISTED]
-        report.skipped = s.skipped
+        report.untrusted = s.untrusted[:MAX_LISTED]
+        report.skipped = [{"window": w, "item": "pairs", "reason": f"{u.skipped} pairs without a common sub-window"}
+                          for w, u in sorted(s.stacks.items()) if u.skipped]  # fmt: skip
         report.warnings = [w.to_dict() for w in self.inventory.warnings]  # merged duplicates, skipped symlinks
         # A resumed run may have seen events of its earlier attempts: nothing counts before this attempt's clock.
         report.timings_s = {
@@ -366,9 +379,22 @@ class _Run:
             # the first pair needs two stations: time to the first CCF after the second raw arrival
             report.timings_s["second_arrival"] = _since(arrivals[1], t0)
             report.timings_s["first_result_after_two_arrivals"] = _since(s.first_result_at, arrivals[1])
-        report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline) if t >= t0]
-        report.outputs = {"stacks": str(self.output_dir), "namespace": self.ns, "logs": str(self.output_dir / "logs")}
+        report.pair_times_s = _pair_times(s.timeline, t0)
+        report.outputs = {
+            "results": str(self.output_dir / ROOT_NAME) if "zarr" in self.options.formats else None,
+            "ccfs": bucket_root(self.settings),
+            "stacks": str(self.output_dir),
+            "namespace": self.ns,
+            "logs": str(self.output_dir / "logs"),
+        }
         return report
+
+
+def _pair_times(timeline: list[tuple[float, int]], t0: float, points: int = 2000) -> list[float]:
+    """When each pair was correlated (a row task's pairs share its time), thinned to at most ``points`` values."""
+    times = np.repeat([t for t, _ in sorted(timeline) if t >= t0], [n for t, n in sorted(timeline) if t >= t0])
+    step = max(1, times.size // points)
+    return [round(float(t) - t0, 4) for t in times[::step]]
 
 
 def _since(t: float, t0: float) -> float:

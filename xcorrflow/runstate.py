@@ -1,25 +1,24 @@
 """What a pipeline run expects, what it has seen, and which claims of failure it believes.
 
-A run is complete when every (window, pair) of its **plan** is accounted for: stacked from a CCF object of
-the run's namespace, or listed as skipped (no common valid sub-window) by such an object. The plan is the
-inventory the run scanned itself: the stations ingested in each window, less the station-windows that
-verifiably cannot be processed. Only two things may shrink the plan, and neither is an event anyone could
-publish:
+A run is complete when every (window, pair) of its **plan** is accounted for in the stacks: its CCF added,
+or the pair skipped for want of common valid sub-windows, as the objects of the run's namespace say (the
+stacks' counts and each window's slot index, see :mod:`xcorrflow.verify`). The plan is the inventory the run
+scanned itself: the stations ingested in each window, less the station-windows that verifiably cannot be
+processed. Only two things may shrink the plan, and neither is an event anyone could publish:
 
 * the run's own ingest failing on a real file (it read the file and could not cut it);
 * a preprocess dead letter for the run's own raw object that the run *confirms* by preprocessing the same
   bytes itself and failing the same way (the DSP is deterministic). A dead letter it cannot confirm is
   reported as untrusted and changes nothing.
 
-The monitor follows the run's commits, results and dead-letter topics (``read_committed``); events there are
-hints of where to look and what to check, never the truth itself.
+The monitor follows the run's commits, results, stacks and dead-letter topics (``read_committed``): the
+stacker's StacksUpdated say when to look, the objects say what is there.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,8 +30,9 @@ from contracts.events import (
     DirectoryCommitted,
     EventDecodeError,
     FileReady,
-    PairCorrelated,
     RawFileArrived,
+    RowCorrelated,
+    StacksUpdated,
     decode,
 )
 from contracts.kafka import client_config, partitions_of
@@ -42,7 +42,6 @@ from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
 from producers.ingest import RawObject, raw_bytes
 from storage.keys import raw_key
-from xcorrflow.collector import StackCollector
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 1000  # missing pairs and dead letters listed one by one in report.json; the rest are counted
@@ -56,65 +55,37 @@ class RunState:
     lost: set[tuple[str, str]] = field(default_factory=set)  # (window, station) that cannot be processed
     ready: dict[str, set[str]] = field(default_factory=dict)  # window -> stations with FileReady (progress)
     committed: set[str] = field(default_factory=set)  # windows
-    pairs_announced: int = 0  # PairCorrelated events seen (progress)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    pairs_correlated: int = 0  # pairs of RowCorrelated events seen (progress)
+    stacks: dict[str, StacksUpdated] = field(default_factory=dict)  # window -> the stacker's latest word
     dead_letters: list[DeadLetter] = field(default_factory=list)
     untrusted: list[dict[str, str]] = field(default_factory=list)  # claims the run did not confirm
     first_result_at: float | None = None
     first_ready_at: float | None = None
     last_ready_at: float | None = None
     last_pair_at: float | None = None
-    timeline: list[float] = field(default_factory=list)  # wall time of each correlated pair
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (wall time, pairs) of each row task
 
     def expected(self, window: str) -> set[str]:
         """Stations of ``window`` whose pairs must be accounted for."""
         return {s for s in self.plan.get(window, set()) if (window, s) not in self.lost}
 
-    def windows_of_pair(self, key: str, skips: dict[tuple[str, str], int] | None = None) -> int:
-        """Windows in which pair ``A__B`` will have a CCF: both stations are expected there, less the windows
-        where its objects list it as skipped. Known from the start, so a pair's stack can be written the
-        moment its last window is in, long before the last station arrives."""
-        a, _, b = key.partition("__")
-        both = sum(1 for w in self.plan if a in self.plan[w] and b in self.plan[w] and not self._lost(w, a, b))
-        return both - (skips or {}).get((a, b), 0)
+    def pairs_expected(self, window: str | None = None) -> int:
+        """Pairs the plan expects in ``window`` (default: over every window)."""
+        windows = [window] if window is not None else list(self.plan)
+        return sum(n * (n - 1) // 2 for n in (len(self.expected(w)) for w in windows))
 
-    def _lost(self, window: str, a: str, b: str) -> bool:
-        return (window, a) in self.lost or (window, b) in self.lost
+    def stacked(self) -> int:
+        """Pairs the stacker reports as in the stacks, skipped or failed, over the planned windows."""
+        return sum(u.stacked + u.skipped + u.failed for w, u in self.stacks.items() if w in self.plan)
 
-    def pairs_expected(self) -> int:
-        """Pairs the plan expects, over every window."""
-        return sum(n * (n - 1) // 2 for n in (len(self.expected(w)) for w in self.plan))
-
-    def accounted(self, collector: StackCollector) -> int:
-        """(window, pair)s of the plan that the collector holds or saw skipped by an object."""
-        return sum(self._accounted_in(w, collector) for w in self.plan)
-
-    def _accounted_in(self, window: str, collector: StackCollector) -> int:
-        progress = collector.state.windows.get(window)
-        if progress is None:
-            return 0
-        return int(progress.included.sum()) + len(progress.skipped)
-
-    def done(self, collector: StackCollector) -> bool:
-        """Every expected (window, pair) is accounted for (checked pair by pair once the counts agree)."""
+    def stacker_done(self) -> bool:
+        """The stacker reports every planned window with pairs complete, with the pair count the plan expects."""
         for window in self.plan:
-            n = len(self.expected(window))
-            if self._accounted_in(window, collector) < n * (n - 1) // 2:
+            wanted = self.pairs_expected(window)
+            update = self.stacks.get(window)
+            if wanted and (update is None or not update.complete or update.expected != wanted):
                 return False
-        return not self.missing(collector, limit=1)
-
-    def missing(self, collector: StackCollector, limit: int = MAX_LISTED) -> list[dict[str, str]]:
-        """Expected (window, pair)s not accounted for, up to ``limit``."""
-        out: list[dict[str, str]] = []
-        for window in sorted(self.plan):
-            stations = sorted(self.expected(window))
-            for i, a in enumerate(stations):
-                for b in stations[i + 1 :]:
-                    if not collector.accounted(window, f"{a}__{b}"):
-                        out.append({"window": window, "pair": f"{a}__{b}"})
-                        if len(out) >= limit:
-                            return out
-        return out
+        return True
 
 
 class FailureCheck:
@@ -167,14 +138,12 @@ class FailureCheck:
 
 
 class RunMonitor:
-    """Follows a run's commits, results and dead-letter topics (read_committed) and keeps a :class:`RunState`."""
+    """Follows a run's commits, results, stacks and dead-letter topics (read_committed) into a :class:`RunState`."""
 
-    def __init__(self, settings: Settings, topics: TopicNames, namespace: str, on_result: Callable[[str], None]):
-        """Read the run's topics from their beginning; ``on_result`` gets each CCF object key (namespace-relative)
-        a PairCorrelated names."""
+    def __init__(self, settings: Settings, topics: TopicNames, namespace: str) -> None:
+        """Read the run's topics from their beginning."""
         self.topics = topics
         self.namespace = namespace
-        self.on_result = on_result
         self.state = RunState()
         config = {
             "group.id": f"{topics.commits}.monitor",
@@ -183,7 +152,7 @@ class RunMonitor:
             "fetch.wait.max.ms": 500,
         }
         self.consumer = Consumer(client_config(settings, **config))
-        wanted = [topics.commits, topics.results, topics.dlq]
+        wanted = [topics.commits, topics.results, topics.stacks, topics.dlq]
         self.consumer.assign([TopicPartition(t, p, 0) for t in wanted for p in partitions_of(self.consumer, t)])
 
     def poll(self, timeout: float = 0.1) -> list[DeadLetter]:
@@ -217,25 +186,14 @@ class RunMonitor:
                 s.last_ready_at = _ts(event.ready_at, now)
         elif isinstance(event, DirectoryCommitted):
             s.committed.add(event.directory.rstrip("/").rsplit("/", 1)[-1])
-        elif isinstance(event, PairCorrelated):
-            self._result(event, now)
-
-    def _result(self, event: PairCorrelated, now: float) -> None:
-        s = self.state
-        s.pairs_announced += 1
-        if event.skipped:
-            s.skipped.append({"window": event.window, "item": f"{event.a}__{event.b}", "reason": event.skipped})
-        if not event.key:
-            return
-        if not event.key.startswith(f"{self.namespace}ccf/"):
-            s.untrusted.append({"source": event.key, "reason": "a result outside this run's ccf/ prefix"})
-            return
-        self.on_result(event.key[len(self.namespace) :])
-        if not event.skipped:
+        elif isinstance(event, RowCorrelated) and event.window in s.plan:
             at = min(_ts(event.correlated_at, now), now)
+            s.pairs_correlated += event.pairs
             s.first_result_at = min(s.first_result_at or at, at)
             s.last_pair_at = max(s.last_pair_at or at, at)
-            s.timeline.append(at)
+            s.timeline.append((at, event.pairs))
+        elif isinstance(event, StacksUpdated) and event.window in s.plan:
+            s.stacks[event.window] = event
 
     def close(self) -> None:
         """Leave (nothing is committed: the monitor always reads from the start)."""

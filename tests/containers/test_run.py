@@ -21,7 +21,17 @@ def test_streaming_run_on_the_containers(stack: Settings, tmp_path: Path, monkey
         monkeypatch.setenv(f"XCORRFLOW_PROCESSING__{name}", value)
     synthesise(SynthConfig(stations=5, hours=1, rates=(50, 100), seed=3), tmp_path / "in")
     truth = json.loads((tmp_path / "in" / "truth.json").read_text())["pairs"]
-    args = ["run", "--mode", "streaming", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    args = [
+        "run",
+        "--mode",
+        "streaming",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--format",
+        "both",
+    ]
     assert main([*args, "--timeout", "300", "--cleanup"]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert (report["mode"], report["pairs"], report["dead_letters"]) == ("streaming", len(truth), [])

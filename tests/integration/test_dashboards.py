@@ -94,7 +94,7 @@ def _observe(stack: Settings, prom: Settings, home: Path, data: Path, expected: 
     storms: dict[str, StormResult] = {}
     stormer = threading.Thread(target=_storm_mid_run, args=(prom.targets_dir, storms), daemon=True)
     try:
-        stacker.start().wait_log("stacker ready")
+        stacker.start().wait_log("stack ready")
         stormer.start()
         start = time.time()
         args = ["run", "--input", str(data), "--output", str(home / "out"), "--spread", "15", "--timeout", "300"]

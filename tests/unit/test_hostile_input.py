@@ -364,7 +364,7 @@ def test_inprocess_run_over_a_hostile_folder(
     outside.mkdir()
     bad = _hostile_copy(synth_dir, inp, outside)
 
-    assert main(["run", "--mode", "inprocess", "--input", str(inp), "--output", str(out)]) == 0
+    assert main(["run", "--mode", "inprocess", "--input", str(inp), "--output", str(out), "--format", "both"]) == 0
 
     report = json.loads((out / "report.json").read_text())
     dead = {Path(d["source"]).name: d["reason"] for d in report["dead_letters"]}

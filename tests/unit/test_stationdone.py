@@ -9,7 +9,7 @@ import pytest
 
 from consumers.latency import LatencyTracker
 from consumers.stationdone import StationTracker
-from contracts.events import DirectoryCommitted, FileReady, PairCorrelated
+from contracts.events import DirectoryCommitted, FileReady, RowCorrelated
 
 W = "20240101T000000Z"
 
@@ -73,8 +73,10 @@ def test_service_reads_keys_and_ignores_other_namespaces() -> None:
         assert tracker.latencies_of(event) == []
     files = [e.key for e in ready[:2]]
     assert tracker.latencies_of(DirectoryCommitted(directory=d, files=files, rule="n_files")) == []
-    foreign = PairCorrelated(window=W, a="XX.A..HHZ", b="XX.B..HHZ", key="other/ccf/x.npz", n_subwindows=1)
-    assert tracker.latencies_of(foreign) == [], "a pair of another namespace does not count"
-    pair = foreign.model_copy(update={"key": f"run1/ccf/{W}/XX.A..HHZ.rabc.npz"})
-    pair = pair.model_copy(update={"correlated_at": "2024-01-01T00:00:30+00:00"})
-    assert sorted(tracker.latencies_of(pair)) == [20.0, 30.0]
+    foreign = RowCorrelated(
+        window=W, row="XX.B..HHZ", columns=["XX.A..HHZ"], slot=0, pairs=1, manifest=f"other/tasks/{W}/x.json"
+    )
+    assert tracker.latencies_of(foreign) == [], "a task of another namespace does not count"
+    row = foreign.model_copy(update={"manifest": f"run1/tasks/{W}/XX.B..HHZ.s0.json"})
+    row = row.model_copy(update={"correlated_at": "2024-01-01T00:00:30+00:00"})
+    assert sorted(tracker.latencies_of(row)) == [20.0, 30.0]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the science and Kafka stacks load only when a run starts, s
     from xcorrflow.report import Report
 
 MODES = ("streaming", "cnf", "barrier", "inprocess")
+FORMATS = ("zarr", "sac", "both")
 REPORT_NAME = "report.json"
 
 # A runner takes (input_dir, output_dir, settings, progress) and returns the report; Kafka modes plug in here.
@@ -42,7 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     env_flag(p, "--input", "XCORRFLOW_RUN_INPUT", None, "folder of MiniSEED files", Path)
     env_flag(p, "--output", "XCORRFLOW_RUN_OUTPUT", None, "output folder", Path)
-    p.add_argument("--no-ccfs", action="store_true", help="do not keep per-window CCFs (OUT/ccf/<window>.npz)")
+    env_flag(
+        p,
+        "--format",
+        "XCORRFLOW_RUN_FORMAT",
+        "zarr",
+        "what OUT gets: zarr (OUT/results.zarr, opened by xarray), sac (OUT/<A>__<B>.sac), or both",
+        choices=FORMATS,
+    )
+    p.add_argument("--no-ccfs", action="store_true", help="inprocess: do not keep per-window CCFs in results.zarr")
     env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "inprocess: threads for the kernel's inverse FFTs", int)
     env_flag(p, "--preprocess-workers", "XCORRFLOW_RUN_PREPROCESS_WORKERS", 1, "pipeline: preprocess workers", int)
     env_flag(p, "--correlate-workers", "XCORRFLOW_RUN_CORRELATE_WORKERS", 1, "pipeline: correlators", int)
@@ -62,11 +71,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def runner_for(mode: str, args: argparse.Namespace) -> Runner:
     """The function that runs ``mode`` with the command's options."""
+    formats = ("zarr", "sac") if args.format == "both" else (args.format,)
     if mode == "inprocess":
         from xcorrflow.inprocess import run_inprocess
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
-            return run_inprocess(inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers)
+            return run_inprocess(
+                inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers, formats=formats
+            )
 
         return inprocess
     from xcorrflow.pipeline import RunOptions, run_pipeline
@@ -80,6 +92,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         timeout_s=args.timeout,
         cleanup=args.cleanup,
         fresh=args.fresh,
+        formats=formats,
     )
 
     def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
