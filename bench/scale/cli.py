@@ -58,9 +58,11 @@ def rotated(items: list[str], rnd: int) -> list[str]:
 
 def format_support(help_text: str) -> tuple[list[str], str | None]:
     """The choices of ``xcorrflow run --format`` and its stated default, from ``run --help`` (([], None) if absent)."""
-    found = re.search(r"--format \{([a-z0-9_,]+)\}", help_text)
-    if not found:
+    # The last mention is the option's own help (the first is the usage line, which argparse wraps).
+    mentions = list(re.finditer(r"--format \{([a-z0-9_,]+)\}", help_text))
+    if not mentions:
         return [], None
+    found = mentions[-1]
     tail = help_text[found.end() : found.end() + 400]
     default = re.search(r"default[:=]?\s*\(?['\"]?(" + found.group(1).replace(",", "|") + ")", tail)
     return found.group(1).split(","), default.group(1) if default else None
@@ -88,7 +90,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=100, help="raw sampling rate, Hz (default %(default)s)")
     p.add_argument("--preprocess-workers", type=int, default=1, help="P (default %(default)s, as make bench)")
     p.add_argument("--correlate-workers", type=int, default=1, help="C (default %(default)s, as make bench)")
-    p.add_argument("--format", default=None, help="xcorrflow run --format (default: the run's own default)")
+    p.add_argument("--format", default="zarr",
+                   help="xcorrflow run --format (default %(default)s: the run's own default, passed explicitly so "
+                   "that XCORRFLOW_RUN_FORMAT in the environment cannot change what is measured)")  # fmt: skip
     p.add_argument("--no-science", action="store_true", help="skip the science bound")
     p.add_argument("--mem-cap-gib", type=float, default=16.0, help="memory cap of one run's processes (GiB)")
     p.add_argument("--mem-reserve-gib", type=float, default=2.0,

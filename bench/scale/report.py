@@ -86,6 +86,10 @@ def _bytes(value: float | None) -> str:
     return f"{value / 1e9:.2f} GB" if value >= 1e9 else f"{value / 1e6:.1f} MB"
 
 
+def _zarr(value: float | None) -> str:
+    return f" ({_bytes(value)})" if value else ""
+
+
 def _columns(table: dict[int, dict[str, dict[str, Any]]], key: str) -> list[str]:
     """Group names in a readable order: the run, the workers as first seen, the stack's services."""
     names = dict.fromkeys(g for row in table.values() for c in row.values() for g in (c.get(key) or {}))
@@ -104,7 +108,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{c['format']}; memory cap {c['cap_gib']} GiB per run. Core-seconds are counted over each run's makespan.",
         "",
         "| N | pairs | mode | status | makespan s | first result s | pairs/s | core-s (× science) "
-        "| largest peak RSS MiB | bytes written: S3 / Kafka / OUT |",
+        "| largest peak RSS MiB | bytes written: S3 (of it results.zarr) / Kafka / OUT |",
         "|" + "---|" * 10,
     ]
     over = summary["ratios"]["core_over_science"]
@@ -123,7 +127,8 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"| {_num(f.get('first_result_s'), '{:.2f}')} | {_num(f.get('pairs_per_s'), '{:,.0f}')} "
                 f"| {_num((f.get('core_s') or {}).get('total'))} ({_num(ratio, '{:.1f}')}×) "
                 f"| {_num(big[1], '{:,.0f}')} ({big[0]}) "
-                f"| {_bytes(b.get('s3'))} / {_bytes(b.get('kafka'))} / {_bytes(b.get('out'))} |"
+                f"| {_bytes(b.get('s3'))}{_zarr(b.get('s3_zarr'))} / {_bytes(b.get('kafka'))} "
+                f"/ {_bytes(b.get('out'))} |"
             )
     lines += ["", "**Core-seconds by process group** over the makespan (`machine`: every process on the machine, "
               "other agents' too); the science bound below each N.", ""]  # fmt: skip

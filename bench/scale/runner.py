@@ -11,7 +11,8 @@ allocation at 11 GiB resident.
 
 After a pipeline run, the bytes it wrote are counted before anything is deleted: the objects under its
 namespace in the bucket (listed through the S3 API, so any S3 server counts), its topics' log segments in
-Kafka's data directory (a native stack only), and OUT. Then its objects, topics and OUT are deleted.
+Kafka's data directory (a native stack only), and OUT; the part of S3 and of OUT that is ``results.zarr`` (per-window
+CCFs and stacks) is also counted on its own. Then its objects, topics and OUT are deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.scale.sampler import GIB, MemoryLimits, RunSampler, mem_available
 from bench.scale.stack import Stack
 
 MANIFEST = ".xcorrflow-run.json"
+ZARR = "results.zarr"  # the run's result store: OUT/results.zarr, and <run id>/results.zarr in the bucket
 REPO = Path(__file__).resolve().parents[2]
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -206,7 +208,7 @@ def _resources(sampler: RunSampler, start: float | None, makespan: float | None)
 def written(out: Path, run_id: str | None, stack: Stack | None) -> dict[str, Any]:
     """Bytes a run wrote: OUT, its objects in the bucket, its Kafka topics; then its objects and topics go."""
     sizes = tree_size(out)
-    found: dict[str, Any] = {"out": sizes[0], "out_files": sizes[1]}
+    found: dict[str, Any] = {"out": sizes[0], "out_files": sizes[1], "out_zarr": tree_size(out / ZARR)[0]}
     if not run_id:
         return found
     from contracts.settings import Settings
@@ -216,7 +218,8 @@ def written(out: Path, run_id: str | None, stack: Stack | None) -> dict[str, Any
     settings = Settings()
     store = open_store(settings)
     objects = [info for prefix in (f"{run_id}/", f"runs/{run_id}/") for info in store.list(prefix)]
-    found.update({"s3": sum(info.size for info in objects), "s3_objects": len(objects)})
+    found.update({"s3": sum(info.size for info in objects), "s3_objects": len(objects),
+                  "s3_zarr": sum(info.size for info in objects if f"/{ZARR}/" in f"/{info.key}")})  # fmt: skip
     if stack is not None and stack.kafka_data().is_dir():
         found["kafka"] = sum(
             tree_size(d, suffix=".log")[0] for d in stack.kafka_data().iterdir() if d.name.startswith(f"{run_id}.")

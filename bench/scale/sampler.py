@@ -28,10 +28,15 @@ GIB = 2**30
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+# Roles whose name would read as something else in a table: ``stack`` is the stacker, not the stack's services.
+ROLE_NAMES = {"stack": "stacker"}
+
+
 def worker_role(args: list[str]) -> str | None:
     """The role of an ``xcorrflow … worker <role> …`` command line, or None for any other command."""
     if "worker" in args and args.index("worker") + 1 < len(args):
-        return args[args.index("worker") + 1]
+        role = args[args.index("worker") + 1]
+        return ROLE_NAMES.get(role, role)
     return None
 
 

@@ -52,6 +52,11 @@ def test_the_format_flag_is_read_from_the_run_help_and_left_out_when_unknown() -
         resolve_format("hdf5", HELP_NEW)
 
 
+def test_the_format_default_is_read_from_the_option_not_the_wrapped_usage_line() -> None:
+    wrapped = "usage: xcorrflow run [--format {zarr,sac,both}] [--no-ccfs]\n" + " " * 21 + "[--workers W]\n" * 30
+    assert format_support(wrapped + HELP_NEW) == (["zarr", "sac", "both"], "zarr")
+
+
 def test_run_args_pass_workers_to_the_pipeline_and_format_only_when_set(tmp_path: Path) -> None:
     pipe = run_args(RunSpec("streaming", tmp_path, tmp_path / "o", p=2, c=1))
     assert pipe[pipe.index("--preprocess-workers") + 1] == "2" and "--format" not in pipe
@@ -92,6 +97,9 @@ def test_descent_follows_parents_and_stops_at_init() -> None:
     assert not descends_from(99, 10, parents.get), "a process that is gone"
     assert worker_role(["python", "-m", "xcorrflow", "-v", "worker", "correlate", "--threads", "1"]) == "correlate"
     assert worker_role(["python", "-m", "xcorrflow", "run"]) is None
+    assert worker_role(["python", "-m", "xcorrflow", "worker", "stack", "--nice", "10"]) == "stacker", (
+        "the stacker is a group of its own, not to be read as the stack's services"
+    )
 
 
 def test_peaks_use_vmhwm_only_where_it_is_the_process_own() -> None:
