@@ -25,6 +25,10 @@ from results.layout import CHUNK_PAIRS, window_group
 from results.manifest import FAILED
 from results.zarrio import array, require, subgroup
 
+# Chunks per read when gathering slots: 32 MB at +-200 s and 20 Hz. zarr fetches the chunks of one read
+# concurrently, and the read's block and its fancy-indexed copy are the gather's only memory beyond its result.
+GATHER_CHUNKS = 16
+
 
 @dataclass(frozen=True)
 class SlotIndex:
@@ -161,6 +165,24 @@ class WindowStore:
                 target.resize((n,))
             target[:] = data.astype(target.dtype) if dtype != "str" else data
         array(group, "ccf").attrs["coordinates"] = " ".join(columns)
+
+
+def gather(windows: WindowStore, window: str, slots: np.ndarray, max_chunks: int = GATHER_CHUNKS) -> np.ndarray:
+    """The CCFs in ``slots`` of a window, in the order of ``slots``: each chunk read once, at most ``max_chunks``
+    consecutive chunks per read, so the memory it takes beyond its result is bounded whatever ``slots`` spans."""
+    out = np.empty((slots.size, windows.n_lags), dtype=np.float32)
+    chunk = windows.chunk_pairs
+    order = np.argsort(slots)
+    runs = np.split(order, np.flatnonzero(np.diff(slots[order] // chunk) > 1) + 1)
+    for run in runs:
+        if run.size == 0:
+            continue
+        chunks = slots[run] // chunk
+        for piece in np.split(run, np.flatnonzero(np.diff((chunks - chunks[0]) // max_chunks)) + 1):
+            first, last = int(slots[piece[0]]) // chunk * chunk, int(slots[piece[-1]])
+            block = windows.read(window, first, last + 1)
+            out[piece] = block[slots[piece] - first]
+    return out
 
 
 def task_block(row: str, columns: list[str], batch: CcfBatch, failed: dict[str, str]) -> tuple[np.ndarray, list[int]]:
