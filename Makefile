@@ -13,9 +13,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # Extra chaos arguments, e.g. `make chaos CHAOS_ARGS="--only kafka-restart"` (`--list` names the scenarios).
 CHAOS_ARGS ?=
+# Extra scaling-benchmark arguments, e.g. `make bench-scale BENCH_SCALE_ARGS="--stations 130,260 --rounds 1"`.
+BENCH_SCALE_ARGS ?=
 
 .PHONY: help venv up down status clean-data topics dashboard test test-unit test-integration test-tools images \
-	test-containers demo bench bench-kernel bench-s3 bench-preprocess chaos lint fmt clean
+	test-containers demo bench bench-scale bench-kernel bench-s3 bench-preprocess chaos lint fmt clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +82,9 @@ bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, comm
 
 chaos: venv ## inject issue 10's faults into runs on a private stack (ports 28xxx) -> bench/results/chaos.{json,md}
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+bench-scale: venv ## scaling benchmark, N = 130/260/520 on its own stack (27xxx ports): bench/results/scale.{json,md,png}
+	$(BIN)/python -m bench.scale $(BENCH_SCALE_ARGS)
 
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel

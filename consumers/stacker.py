@@ -20,7 +20,8 @@ one whose CRC moved already has it. Consumed offsets ride with these transaction
 state topic holds per window only the expected stations and a bitmap of stacked pairs; the tasks are re-read
 from their manifests at start-up.
 
-Memory: the stacks in memory are one group (``stack_memory_mb`` / 2) plus that group's CCFs of one window.
+Memory: the stacks in memory are one group (``stack_memory_mb`` / 2) plus that group's CCFs of one window, read
+16 chunks at a time (the whole group in one read took as much again twice: 2.4 GiB at N = 260, barrier).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from dsp.errors import DspError
 from dsp.product import PRODUCT_EXT, Coordinates, decode_product
 from results.manifest import FAILED, TaskManifest, manifest_key
 from results.stacks import StackChunk, StackStore, apply, fingerprint
-from results.windows import SlotIndex, WindowStore
+from results.windows import SlotIndex, WindowStore, gather
 from storage import ObjectStore
 from storage.errors import ObjectNotFound, StorageError
 
@@ -299,38 +300,9 @@ class Stacker(TransactionalLoop):
         self._commit_window(plan, tombstone=True)
 
     def _gather(self, window: str, slots: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
-        """The CCFs in ``slots`` of a window, reading each run of consecutive chunks once, and the chunks that
-        could not be read (chunk number -> why): a chunk that does not decode, or an announced slot holding
-        NaN (a chunk that is missing reads as its fill value).
-
-        Raises:
-            TransientError: the store did not answer.
-        """
-        out = np.empty((slots.size, self.windows.n_lags), dtype=np.float32)
-        chunk = self.windows.chunk_pairs
-        bad: dict[int, str] = {}
-        order = np.argsort(slots)
-        runs = np.split(order, np.flatnonzero(np.diff(slots[order] // chunk) > 1) + 1)
-        for run in runs:
-            if run.size == 0:
-                continue
-            first, last = int(slots[run[0]]) // chunk * chunk, int(slots[run[-1]])
-            try:
-                block = self.windows.read(window, first, last + 1)
-            except TransientError:
-                raise
-            except (ValueError, StorageError):  # find which chunks of the run do not decode
-                block = np.full((last + 1 - first, self.windows.n_lags), np.nan, dtype=np.float32)
-                for k in range(first // chunk, last // chunk + 1):
-                    lo, hi = k * chunk - first, min((k + 1) * chunk, last + 1) - first
-                    try:
-                        block[lo:hi] = self.windows.read(window, first + lo, first + hi)
-                    except (ValueError, StorageError) as exc:
-                        bad[k] = f"{type(exc).__name__}: {exc}"
-            out[run] = block[slots[run] - first]
-        for k in np.unique(slots[np.isnan(out).any(axis=1)] // chunk):
-            bad.setdefault(int(k), "an announced CCF reads as NaN (its chunk is missing or holds no CCF there)")
-        return out, bad
+        """The CCFs in ``slots`` of a window and its unreadable chunks (:func:`results.windows.gather`: bounded
+        reads, each chunk once)."""
+        return gather(self.windows, window, slots)
 
     def _close(self, plan: WindowPlan) -> None:
         """Every pair of the window is accounted for: write its slot index and mark it done."""

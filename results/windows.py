@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from contracts.errors import TransientError
 from dsp.correlate import CcfBatch, lag_axis
 from dsp.params import ProcessingParams
 from dsp.windows import window_start
@@ -24,6 +25,11 @@ from results.errors import LayoutMismatch, ResultsError
 from results.layout import CHUNK_PAIRS, window_group
 from results.manifest import FAILED
 from results.zarrio import array, require, subgroup
+from storage.errors import StorageError
+
+# Chunks per read when gathering slots: 32 MB at +-200 s and 20 Hz. zarr fetches the chunks of one read
+# concurrently, and the read's block and its fancy-indexed copy are the gather's only memory beyond its result.
+GATHER_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,55 @@ class WindowStore:
                 target.resize((n,))
             target[:] = data.astype(target.dtype) if dtype != "str" else data
         array(group, "ccf").attrs["coordinates"] = " ".join(columns)
+
+
+def gather(
+    windows: WindowStore, window: str, slots: np.ndarray, max_chunks: int = GATHER_CHUNKS
+) -> tuple[np.ndarray, dict[int, str]]:
+    """The CCFs in ``slots`` of a window, in the order of ``slots``, and the chunks that could not be read
+    (chunk number -> why): one that does not decode, or an asked-for slot that reads as NaN (a missing chunk
+    reads as its fill value). Each chunk is read once, at most ``max_chunks`` consecutive chunks per read, so
+    the memory it takes beyond its result is bounded whatever ``slots`` spans.
+
+    Raises:
+        TransientError: the store did not answer.
+    """
+    out = np.empty((slots.size, windows.n_lags), dtype=np.float32)
+    chunk = windows.chunk_pairs
+    bad: dict[int, str] = {}
+    order = np.argsort(slots)
+    runs = np.split(order, np.flatnonzero(np.diff(slots[order] // chunk) > 1) + 1)
+    for run in runs:
+        if run.size == 0:
+            continue
+        chunks = slots[run] // chunk
+        for piece in np.split(run, np.flatnonzero(np.diff((chunks - chunks[0]) // max_chunks)) + 1):
+            first, last = int(slots[piece[0]]) // chunk * chunk, int(slots[piece[-1]])
+            out[piece] = _read_tolerant(windows, window, first, last + 1, bad)[slots[piece] - first]
+    for k in np.unique(slots[np.isnan(out).any(axis=1)] // chunk):
+        bad.setdefault(int(k), "an announced CCF reads as NaN (its chunk is missing or holds no CCF there)")
+    return out, bad
+
+
+def _read_tolerant(windows: WindowStore, window: str, start: int, stop: int, bad: dict[int, str]) -> np.ndarray:
+    """Slots ``start:stop``; when the block does not decode, chunk by chunk, noting each bad chunk in ``bad``."""
+    try:
+        return windows.read(window, start, stop)
+    except TransientError:
+        raise
+    except (ValueError, StorageError):
+        pass
+    chunk = windows.chunk_pairs
+    block = np.full((stop - start, windows.n_lags), np.nan, dtype=np.float32)
+    for k in range(start // chunk, (stop - 1) // chunk + 1):
+        lo, hi = max(k * chunk, start), min((k + 1) * chunk, stop)
+        try:
+            block[lo - start : hi - start] = windows.read(window, lo, hi)
+        except TransientError:
+            raise
+        except (ValueError, StorageError) as exc:
+            bad[k] = f"{type(exc).__name__}: {exc}"
+    return block
 
 
 def task_block(row: str, columns: list[str], batch: CcfBatch, failed: dict[str, str]) -> tuple[np.ndarray, list[int]]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 
 from contracts.errors import XcorrflowError
 from xcorrflow import __version__, commands
+from xcorrflow.tuning import single_threaded_blas
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    # before build_parser imports the commands, and numpy with them: a service gets one BLAS thread
+    single_threaded_blas(sys.argv[1:] if argv is None else argv, os.environ)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -47,8 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.config:
-        import os
-
         os.environ["XCORRFLOW_CONFIG"] = args.config
     try:
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ from dsp.product import Coordinates
 from dsp.stack import stack_linear, stack_pws
 from results.layout import CHUNK_PAIRS, n_pairs, pair_index, slots_for, stations_of
 from results.stacks import StackChunk, StackStore, apply, fingerprint
-from results.windows import SlotIndex, WindowStore
+from results.windows import SlotIndex, WindowStore, gather
 from results.zarrio import open_root
 
 PARAMS = ProcessingParams(cc_len_s=600, step_s=300, maxlag_s=100)
@@ -71,6 +71,30 @@ def _stacks(path: Path, stations: list[str], **params: object) -> StackStore:
     coords = {s: Coordinates(10.0 + i, 20.0, 5.0) for i, s in enumerate(stations)}
     store.register(stations, coords)
     return store
+
+
+def test_gathering_slots_reads_each_chunk_once_and_a_bounded_span_per_read(tmp_path: Path) -> None:
+    reads: list[tuple[int, int]] = []
+
+    class Recording(WindowStore):
+        def read(self, window: str, start: int, stop: int) -> np.ndarray:
+            reads.append((start, stop))
+            return super().read(window, start, stop)
+
+    windows = Recording(open_root(tmp_path / "r.zarr"), PARAMS)
+    windows.ensure(W, 12 * CHUNK_PAIRS)
+    data = np.random.default_rng(3).standard_normal((12 * CHUNK_PAIRS, L)).astype(np.float32)
+    windows.write(W, 0, data)
+    # chunks 0-6 in one run, 9-10 in another, in a scrambled order, every slot of a chunk or just some
+    slots = np.concatenate([np.arange(0, 7 * CHUNK_PAIRS), np.arange(9 * CHUNK_PAIRS, 10 * CHUNK_PAIRS + 5)])
+    slots = np.random.default_rng(4).permutation(slots)
+    ccfs, bad = gather(windows, W, slots, max_chunks=3)
+    np.testing.assert_array_equal(ccfs, data[slots])
+    assert bad == {}
+    spans = sorted(reads)
+    assert all(b - a <= 3 * CHUNK_PAIRS for a, b in spans), f"a read spans more than 3 chunks: {spans}"
+    chunks = [c for a, b in spans for c in range(a // CHUNK_PAIRS, -(-b // CHUNK_PAIRS))]
+    assert chunks == [0, 1, 2, 3, 4, 5, 6, 9, 10], "each chunk read once, none that holds no wanted slot"
 
 
 def test_stacks_keep_running_means_and_counts(tmp_path: Path) -> None:
