@@ -5,8 +5,9 @@ Pure functions over numpy arrays, no I/O. Modules, in the order data flows throu
 - :mod:`dsp.dvv.params`: the settings (:class:`DvvParams`, with the :class:`ReferenceSpec`).
 - :mod:`dsp.dvv.reference`: which windows make the reference, its versioned id, the linear stack.
 - :mod:`dsp.dvv.coda`: the coda window of a pair (from its distance) and the checks of every CCF.
-- :mod:`dsp.dvv.stretching`: stretching, with Weaver et al.'s (2011) error.
-- :mod:`dsp.dvv.mwcs`: moving-window cross-spectral analysis (Clarke et al. 2011).
+- :mod:`dsp.dvv.stretching`: stretching, with an error after Weaver et al. (2011).
+- :mod:`dsp.dvv.mwcs_windows`, :mod:`dsp.dvv.mwcs`: moving-window cross-spectral analysis (Clarke et al.
+  2011): the delays per window, then dv/v as the root of their residual slope.
 - :mod:`dsp.dvv.network`: the network's weighted median per window, its uncertainty, change detection.
 - :mod:`dsp.dvv.driver`: a pair's monitor (what a streaming worker calls per CCF) and a whole run in memory.
 - :mod:`dsp.dvv.model`: the records: :class:`Estimate`, :class:`DvvMeasurement` (a table row) and the
@@ -20,7 +21,8 @@ a reason instead, so one bad pair never stops a monitor.
 from dsp.dvv.coda import CodaWindow, coda_window
 from dsp.dvv.driver import DvvRun, PairMonitor, measure_run, prepare_pair
 from dsp.dvv.model import METHODS, SIDES, DvvMeasurement, Estimate, Reason
-from dsp.dvv.mwcs import fit_delays, measure_mwcs, mwcs_delays
+from dsp.dvv.mwcs import measure_mwcs
+from dsp.dvv.mwcs_windows import fit_delays, mwcs_delays
 from dsp.dvv.network import NetworkPoint, detect_change, network_point, network_series, weighted_median
 from dsp.dvv.params import DvvParams, ReferenceSpec
 from dsp.dvv.reference import Reference, build_reference, reference_id, select_reference
