@@ -19,7 +19,7 @@ a reason instead, so one bad pair never stops a monitor.
 """
 
 from dsp.dvv.coda import CodaWindow, coda_window
-from dsp.dvv.driver import DvvRun, PairMonitor, measure_run, prepare_pair
+from dsp.dvv.driver import DvvRun, PairMonitor, ccfs_by_window, measure_run, prepare_pair
 from dsp.dvv.model import METHODS, SIDES, DvvMeasurement, Estimate, Reason
 from dsp.dvv.mwcs import measure_mwcs
 from dsp.dvv.mwcs_windows import fit_delays, mwcs_delays
@@ -42,6 +42,7 @@ __all__ = [
     "Reference",
     "ReferenceSpec",
     "build_reference",
+    "ccfs_by_window",
     "coda_window",
     "detect_change",
     "fit_delays",

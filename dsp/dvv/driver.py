@@ -7,11 +7,12 @@ streaming monitor calls as CCFs arrive. :func:`measure_run` does the same for a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from dsp.correlate import CcfBatch
 from dsp.dvv.coda import CodaWindow, coda_window
 from dsp.dvv.model import METHODS, SIDES, DvvMeasurement, Estimate, Reason, reason
 from dsp.dvv.mwcs import measure_mwcs
@@ -19,7 +20,7 @@ from dsp.dvv.network import NetworkPoint, network_series
 from dsp.dvv.params import DvvParams
 from dsp.dvv.reference import Reference, build_reference, reference_id, select_reference
 from dsp.dvv.stretching import StretchedReference, measure_stretching, stretch_reference
-from dsp.errors import DvvInputError
+from dsp.errors import DspError, DvvInputError
 from dsp.windows import window_start
 
 
@@ -144,6 +145,25 @@ def measure_run(
     rows.sort(key=lambda m: (window_start(m.window), m.pair))
     network = tuple(p for m in METHODS for s in SIDES for p in network_series(rows, m, s))
     return DvvRun(ref_id, tuple(rows), network)
+
+
+def ccfs_by_window(batches: Iterable[CcfBatch]) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+    """The input of :func:`measure_run` from CCF batches (any order; a window may come in several batches).
+
+    Returns:
+        ``({window: {pair key: CCF}}, fs)``; fs is 0 when there is no batch.
+
+    Raises:
+        DspError: the batches disagree on the sampling rate.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    rates = set()
+    for batch in batches:
+        out.setdefault(batch.window, {}).update(zip(batch.keys, batch.ccfs, strict=True))
+        rates.add(batch.fs)
+    if len(rates) > 1:
+        raise DspError(f"CCF batches at several sampling rates: {sorted(rates)}")
+    return out, rates.pop() if rates else 0.0
 
 
 def _n_lags(ccfs: Mapping[str, Mapping[str, np.ndarray]]) -> int:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 from scipy import ndimage, signal
-from scipy.interpolate import CubicSpline
 
 from dsp.correlate import lag_axis
 from dsp.dvv.coda import CodaWindow, check_ccf
@@ -27,6 +26,7 @@ from dsp.dvv.params import DvvParams
 from dsp.errors import DvvInputError
 
 MAX_COHERENCE = 0.99  # caps the weight sqrt(g^2 / (1 - g^2)) of a perfectly coherent bin
+OVERSAMPLE = 8  # linear interpolation error at 2.5 Hz on a 160 Hz grid: < 0.03 % of the amplitude
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,8 +92,11 @@ class MovingWindows:
         self.freqs = freqs[self.bins]
         self.spec_r = _spectra(ref[idx], self.taper, self.nfft)[:, self.bins]
         self.centroids = _centroids(ref[idx] * self.taper, self.lags)
-        near = np.abs(lags) <= window.end_s * (1 + params.stretch_max_percent / 100) + 1.0
-        self.cur = CubicSpline(lags[near], cur[near])  # only the lags a stretched window can read
+        # the current CCF, 8x oversampled (polyphase, zero-phase) over the lags a stretched window can read:
+        # linear interpolation on it is as close as a cubic spline on the original and ~10x faster to read
+        near = np.flatnonzero(np.abs(lags) <= window.end_s * (1 + params.stretch_max_percent / 100) + 1.0)
+        self.fine = signal.resample_poly(cur[near], OVERSAMPLE, 1)
+        self.fine_lags = lags[near[0]] + np.arange(self.fine.size) / (fs * OVERSAMPLE)
         self.memo: dict[float, WindowDelays] = {}
 
     def delays(self, stretch: float) -> WindowDelays:
@@ -104,7 +107,8 @@ class MovingWindows:
         return self.memo[stretch]
 
     def _delays(self, stretch: float) -> WindowDelays:
-        spec_c = _spectra(self.cur(self.lags * (1 + stretch)), self.taper, self.nfft)[:, self.bins]
+        read = np.interp(self.lags * (1 + stretch), self.fine_lags, self.fine)
+        spec_c = _spectra(read, self.taper, self.nfft)[:, self.bins]
         delays, errors, coherence = _phase_delays(self.spec_r, spec_c, self.freqs[self.inner], self.half, self.inner)
         return WindowDelays(self.centroids, delays, errors, coherence, stretch)
 

@@ -20,7 +20,7 @@ from scipy import ndimage, signal
 
 from contracts.settings import Settings
 from dsp.ccf import decode_ccfs
-from dsp.dvv import DvvParams, DvvRun, NetworkPoint, ReferenceSpec, detect_change, measure_run
+from dsp.dvv import DvvParams, DvvRun, NetworkPoint, ReferenceSpec, ccfs_by_window, detect_change, measure_run
 from xcorrflow.diffuse import DvvChange
 from xcorrflow.inprocess import run_inprocess
 from xcorrflow.synth import SynthConfig, synthesise
@@ -43,12 +43,8 @@ class World:
 
 
 def load_ccfs(folder: Path) -> tuple[dict[str, dict[str, np.ndarray]], float]:
-    """The run's per-window CCF batches as ``{window: {pair: ccf}}`` and their rate."""
-    ccfs, fs = {}, 0.0
-    for path in sorted(folder.glob("*.npz")):
-        batch = decode_ccfs(path.read_bytes(), str(path))
-        ccfs[batch.window], fs = dict(zip(batch.keys, batch.ccfs, strict=True)), batch.fs
-    return ccfs, fs
+    """The run's per-window CCF batches (``ccf/<window>.npz``) as ``{window: {pair: ccf}}`` and their rate."""
+    return ccfs_by_window(decode_ccfs(path.read_bytes(), str(path)) for path in sorted(folder.glob("*.npz")))
 
 
 @pytest.fixture(scope="module")
