@@ -13,5 +13,6 @@ Modules, in the order data flows through them:
 - :mod:`dsp.correlate`: the batched kernel ``correlate`` and the literal ``correlate_pair_reference``.
 - :mod:`dsp.ccf`: codec of CCF batches (``encode_ccfs``/``decode_ccfs``).
 - :mod:`dsp.stack`: linear and phase-weighted stacks, batch and running (``StackBank``).
+- :mod:`dsp.dvv`: dv/v of each window's CCF against a reference (stretching, MWCS) and the network series.
 - :mod:`dsp.codec`: the deterministic npz container under every codec; :mod:`dsp.errors`: the error types.
 """
