@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsp.correlate import CcfBatch
 from dsp.dvv import (
     METHODS,
     SIDES,
@@ -20,6 +21,7 @@ from dsp.dvv import (
     DvvParams,
     ReferenceSpec,
     build_reference,
+    ccfs_by_window,
     detect_change,
     measure_run,
     network_point,
@@ -30,6 +32,7 @@ from dsp.dvv import (
     weighted_median,
 )
 from dsp.dvv.model import ROW_FIELDS
+from dsp.errors import DspError
 from dsp.windows import window_id
 from tests.unit.test_dvv_methods import FS, ccf_of, wavelets
 
@@ -204,3 +207,16 @@ def test_detect_change_finds_the_first_departure_after_the_baseline() -> None:
     assert detect_change(series, WINDOWS[:4]) == WINDOWS[4]
     assert detect_change(series[:4], WINDOWS[:4]) is None
     assert detect_change(series, []) is None
+
+
+def test_ccfs_by_window_merges_batches_of_a_window_and_refuses_mixed_rates() -> None:
+    ccf = np.zeros((1, 5), dtype=np.float32)
+    a = CcfBatch(WINDOWS[1], FS, 2, (("XX.A..Z", "XX.B..Z"),), ccf, np.ones(1, dtype=np.int64))
+    b = CcfBatch(WINDOWS[1], FS, 2, (("XX.A..Z", "XX.C..Z"),), ccf + 1, np.ones(1, dtype=np.int64))
+    c = CcfBatch(WINDOWS[0], FS, 2, (("XX.A..Z", "XX.B..Z"),), ccf + 2, np.ones(1, dtype=np.int64))
+    by_window, fs = ccfs_by_window([a, c, b])
+    assert fs == FS and sorted(by_window) == WINDOWS[:2]
+    assert sorted(by_window[WINDOWS[1]]) == [PAIRS[0], PAIRS[1]] and by_window[WINDOWS[0]][PAIRS[0]][0] == 2
+    assert ccfs_by_window([]) == ({}, 0.0)
+    with pytest.raises(DspError):
+        ccfs_by_window([a, CcfBatch(WINDOWS[2], 2 * FS, 2, a.pairs, ccf, a.n_common)])
