@@ -31,9 +31,10 @@ from dsp.errors import DvvInputError
 class StretchedReference:
     """A reference read at ``tau (1 + e)`` for every trial ``e``, on the causal and acausal coda windows.
 
-    ``stretched[side]`` is ``[n_trials, n_samples]`` for ``side`` in (causal, acausal); ``masks[side]``
-    selects those samples of a CCF; ``energy[side]`` is the reference's ``sum r^2`` and ``sensitivity[side]``
-    its ``sum (tau r'(tau))^2`` over them (see :func:`stretching_error`).
+    ``stretched[side]`` is ``[n_trials, n_samples]`` for ``side`` in (causal, acausal) and ``norms[side]``
+    its ``sum ref_e^2`` per trial; ``masks[side]`` selects those samples of a CCF; ``energy[side]`` is the
+    reference's ``sum r^2`` and ``sensitivity[side]`` its ``sum (tau r'(tau))^2`` over them (see
+    :func:`stretching_error`).
     """
 
     trials: np.ndarray
@@ -41,6 +42,7 @@ class StretchedReference:
     n_lags: int
     masks: dict[str, np.ndarray]
     stretched: dict[str, np.ndarray]
+    norms: dict[str, np.ndarray]
     energy: dict[str, float]
     sensitivity: dict[str, float]
     fs: float
@@ -70,10 +72,11 @@ def stretch_reference(reference: np.ndarray, fs: float, window: CodaWindow, para
     spline = CubicSpline(lags, ref)  # CCFs are band-limited well below Nyquist: a cubic reads them closely
     masks = {side: window.mask(lags, side) for side in ("causal", "acausal")}
     stretched = {side: spline(np.outer(1 + trials, lags[m])) for side, m in masks.items()}
+    norms = {side: np.einsum("ij,ij->i", x, x) for side, x in stretched.items()}
     energy = {side: float(ref[m] @ ref[m]) for side, m in masks.items()}
     sensitivity = {side: float(np.sum((lags[m] * spline(lags[m], 1)) ** 2)) for side, m in masks.items()}
     band = (params.freqmin, params.freqmax)
-    return StretchedReference(trials, window, ref.size, masks, stretched, energy, sensitivity, fs, band)
+    return StretchedReference(trials, window, ref.size, masks, stretched, norms, energy, sensitivity, fs, band)
 
 
 def measure_stretching(stretched: StretchedReference, ccf: np.ndarray) -> dict[str, Estimate]:
@@ -93,10 +96,7 @@ def measure_stretching(stretched: StretchedReference, ccf: np.ndarray) -> dict[s
         cur = check_ccf(ccf, "ccf", stretched.n_lags)
     except DvvInputError as exc:
         return {side: Estimate.failed(str(exc)) for side in SIDES}
-    sums = {
-        side: _Sums.of(stretched.stretched[side], cur[m], stretched.energy[side], stretched.sensitivity[side])
-        for side, m in stretched.masks.items()
-    }
+    sums = {side: _Sums.of(stretched, side, cur[m]) for side, m in stretched.masks.items()}
     sums["both"] = sums["causal"] + sums["acausal"]
     return {side: _estimate(stretched, side, sums[side]) for side in SIDES}
 
@@ -111,20 +111,29 @@ class _Sums:
 
     dot: np.ndarray
     rr: np.ndarray
-    cc: float
+    cur2: float
     n: int
     energy: float
     sensitivity: float
 
     @classmethod
-    def of(cls, ref: np.ndarray, cur: np.ndarray, energy: float, sensitivity: float) -> _Sums:
-        return cls(ref @ cur, np.einsum("ij,ij->i", ref, ref), float(cur @ cur), cur.size, energy, sensitivity)
+    def of(cls, stretched: StretchedReference, side: str, cur: np.ndarray) -> _Sums:
+        """The sums of one side's window samples ``cur``."""
+        ref = stretched.stretched[side]
+        return cls(
+            ref @ cur,
+            stretched.norms[side],
+            float(cur @ cur),
+            cur.size,
+            stretched.energy[side],
+            stretched.sensitivity[side],
+        )
 
     def __add__(self, other: _Sums) -> _Sums:
         return _Sums(
             self.dot + other.dot,
             self.rr + other.rr,
-            self.cc + other.cc,
+            self.cur2 + other.cur2,
             self.n + other.n,
             self.energy + other.energy,
             self.sensitivity + other.sensitivity,
@@ -135,9 +144,9 @@ def _estimate(stretched: StretchedReference, side: str, sums: _Sums) -> Estimate
     n = sums.n
     if n < 3:
         return Estimate.failed(reason(Reason.TOO_FEW_POINTS, f"{n} samples in the {side} coda window"), n)
-    if sums.cc == 0 or not sums.rr.all():
+    if sums.cur2 == 0 or not sums.rr.all():
         return Estimate.failed(reason(Reason.ZERO_CCF, f"no energy in the {side} coda window"), n)
-    curve = sums.dot / np.sqrt(sums.rr * sums.cc)
+    curve = sums.dot / np.sqrt(sums.rr * sums.cur2)
     best = int(np.argmax(curve))
     if best in (0, curve.size - 1):
         edge = 100 * stretched.trials[best]
