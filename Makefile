@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="--rounds 1 --no-live"`.
 BENCH_ARGS ?=
 
-.PHONY: help venv up down status clean-data topics test test-unit test-integration demo bench bench-kernel lint fmt clean
+.PHONY: help venv up down status clean-data topics dashboard test test-unit test-integration test-tools images \
+	test-containers demo bench bench-kernel bench-s3 bench-preprocess lint fmt clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,17 +41,32 @@ clean-data: venv ## stop the stack and wipe its data (Kafka logs, objects, metri
 topics: up ## create the pipeline's topics (idempotent)
 	$(XF) topics create
 
-test: venv ## run the whole suite against a real local stack (starts it)
+dashboard: up ## print the URL of the pipeline console (Prometheus console templates, no Grafana needed)
+	@$(XF) stack dashboard
+
+test-tools: ## Debian packages the tests drive: chromium (console screenshots), promtool (alert rule tests)
+	@infra/ensure-packages.sh chromium fonts-dejavu-core prometheus
+
+test: venv test-tools ## run the whole suite against a real local stack (starts it)
 	$(XF) stack up --stack $(STACK)
 	@eval "$$($(XF) stack env)"; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ -n "$$PYTEST_RC_FILE" ]; then echo $$rc > "$$PYTEST_RC_FILE"; fi; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
-test-unit: venv ## run the unit tests only (no services)
+test-unit: venv test-tools ## run the unit tests only (no services)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: up ## run the integration tests against the running stack
+test-integration: up test-tools ## run the integration tests against the running stack
 	eval "$$($(XF) stack env)" && $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+images: venv ## build the test images (Kafka, S3) with podman from a debootstrapped Debian; no registry needed
+	@infra/ensure-packages.sh podman runc debootstrap
+	$(XF) stack images
+
+test-containers: $(if $(DOCKER_HOST),venv,images) ## run tests/containers: testcontainers starts Kafka and S3 in podman (or DOCKER_HOST)
+	@rc=0; TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_CONNECTION_MODE=docker_host \
+	  $(BIN)/pytest tests/containers $(PYTEST_ARGS) || rc=$$?; \
+	  if [ -n "$$PYTEST_RC_FILE" ]; then echo $$rc > "$$PYTEST_RC_FILE"; fi; exit $$rc
 
 demo: up ## end-to-end demo on the local stack
 	$(XF) demo
@@ -63,10 +79,17 @@ bench: up ## pipeline benchmark: streaming vs cnf vs barrier vs in-process, comm
 bench-kernel: venv ## DSP kernel benchmark (writes bench/results/kernel.json)
 	$(BIN)/python -m bench.kernel
 
+bench-s3: up ## S3 access paths for zarr chunks: minio, obstore, s3fs, zarr stores (bench/results/s3_access.*)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m bench.s3_access $(BENCH_ARGS)
+
+bench-preprocess: up ## preprocess worker per station-hour against the DSP alone, same run (bench/results/preprocess_worker.json)
+	$(BIN)/python -m bench.preprocess_worker $(BENCH_ARGS)
+
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts storage dsp producers consumers commit_broker xcorrflow bench
+	$(BIN)/mypy contracts storage dsp results producers consumers commit_broker xcorrflow bench
 
 fmt: venv ## format the code
 	$(BIN)/ruff format .

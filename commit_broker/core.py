@@ -9,6 +9,7 @@ Everything here is deterministic given the inputs and ``now``, so it is unit-tes
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -330,6 +331,23 @@ class CommitCore:
             committed_at=rec.committed_at,
             arrived_at=rec.arrived_at,
         )
+
+    @property
+    def next_deadline(self) -> float:
+        """Earliest deadline (epoch s) among open directories whose rule has one; +inf when there is none.
+
+        The broker commits a directory at its deadline, so a value in the past means the broker is behind.
+        """
+        deadlines = [
+            d.first_seen + r.deadline
+            for d in self.dirs.values()
+            if not d.committed
+            and d.first_seen is not None
+            and (r := self.rules.rule_for(d.directory)) is not None
+            and r.commits_directory
+            and r.deadline is not None
+        ]
+        return min(deadlines, default=math.inf)
 
     @property
     def open_directories(self) -> int:

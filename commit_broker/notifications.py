@@ -7,9 +7,18 @@ reconciles by listing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
+
+from contracts.boundedjson import load_bounded_json
+from contracts.errors import JsonRefused
+
+# A notification names one object (AWS, MinIO and versitygw send one record per message), ~1-3 KB. Anyone
+# who can produce to the topic can send more, so the same bounds as events apply: refused before parsing.
+MAX_NOTIFICATION_BYTES = 768 * 1024
+# The deepest part, {Records[{s3{bucket{ownerIdentity{...}}}}]}, nests 6 levels; 8 leaves room for other
+# servers' extras.
+MAX_NOTIFICATION_DEPTH = 8
 
 
 class NotificationError(ValueError):
@@ -32,12 +41,12 @@ def parse_notification(raw: bytes | None) -> list[ObjectCreated]:
     Test events (``s3:TestEvent``, sent when the server starts) and other event kinds give an empty list.
 
     Raises:
-        NotificationError: the message is not JSON or its Records[] are malformed.
+        NotificationError: the message is not JSON within the bounds above, or its Records[] are malformed.
     """
     try:
-        data = json.loads(raw or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotificationError(f"not JSON: {exc}") from exc
+        data = load_bounded_json(raw or b"", max_bytes=MAX_NOTIFICATION_BYTES, max_depth=MAX_NOTIFICATION_DEPTH)
+    except JsonRefused as exc:
+        raise NotificationError(exc.reason) from exc
     if not isinstance(data, dict):
         raise NotificationError("not a JSON object")
     if data.get("Event") == "s3:TestEvent" or "Records" not in data:

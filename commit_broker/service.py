@@ -45,7 +45,14 @@ SERVICE = "broker"
 COMMIT_LATENCY = Histogram(
     "xcorrflow_commit_latency_seconds", "first event of a directory → its commit", ["rule"], buckets=LATENCY_BUCKETS
 )
+for _rule in ("n_files", "on_termination", "on_file"):  # at 0 from the start: a run's first commit shows in rate()
+    COMMIT_LATENCY.labels(rule=_rule)
 OPEN_DIRECTORIES = Gauge("xcorrflow_open_directories", "directories seen but not yet committed")
+NEXT_DEADLINE = Gauge(
+    "xcorrflow_open_directory_next_deadline_timestamp_seconds",
+    "earliest deadline of an open directory (Unix time; +Inf when none has one)",
+)
+NEXT_DEADLINE.set(float("inf"))
 IGNORED = Counter("xcorrflow_broker_ignored", "inputs that changed nothing", ["reason"])
 
 # (key, size) of every object under a prefix: the reconciler's view of the store.
@@ -98,6 +105,7 @@ class CommitBroker(TransactionalLoop):
         self.core.restore(records)
         self._pending_latencies = []
         OPEN_DIRECTORIES.set(self.core.open_directories)
+        NEXT_DEADLINE.set(self.core.next_deadline)
 
     def handle(self, msg: Message) -> Output:
         """One message of the files topic or of the notification topic."""
@@ -109,7 +117,7 @@ class CommitBroker(TransactionalLoop):
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             effects = self.core.handle(event, now, msg.partition() or 0)
         except (EventDecodeError, NotificationError, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, str(exc))
+            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")  # label: the class
             DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
             log.warning("dead letter: %s", letter.reason)
             return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])
@@ -131,6 +139,7 @@ class CommitBroker(TransactionalLoop):
             COMMIT_LATENCY.labels(rule=rule).observe(seconds)
         self._pending_latencies = []
         OPEN_DIRECTORIES.set(self.core.open_directories)
+        NEXT_DEADLINE.set(self.core.next_deadline)
 
     def _notification(self, msg: Message, now: float) -> Effects:
         total = Effects()

@@ -1,56 +1,71 @@
-"""``xcorrflow worker correlate``: PairTasks in, CCFs in the store, PairCorrelated out; consumer group ``correlate``.
+"""``xcorrflow worker correlate``: PairTasks in, CCFs in the results store, RowCorrelated out; group ``correlate``.
 
 One task is one row of a window's pair matrix (a station against a batch of others). The worker fetches each
-product once and keeps it in an LRU cache, correlates the row with the batched kernel, writes the row's CCFs as
-**one object** ``<ns>ccf/<window>/<row>.r<digest>.npz`` (a deterministic key: the same task always names the
-same object), then publishes one PairCorrelated per pair.
+product once and keeps it in an LRU cache, correlates the row with the batched kernel, writes the row's CCFs
+into the task's slots of the window's ``ccf`` array (whole chunks nobody else writes, :mod:`results.windows`),
+then the task's manifest (:mod:`results.manifest`), then publishes **one** RowCorrelated for the task.
 
-Exactly once per pair, even when a worker joins, leaves or is killed with -9: the PairCorrelated events and the
+Exactly once per task, even when a worker joins, leaves or is killed with -9: the RowCorrelated events and the
 consumed offsets of a batch of tasks are committed in one Kafka transaction (KIP-447: the transaction carries
-the consumer group's generation, so a zombie from an older generation cannot commit). The object is written
-before the transaction, with a conditional put: a redelivered task finds it and reuses it instead of computing
-again. Commit order per batch: put objects → produce events → send offsets → commit.
+the consumer group's generation, so a zombie from an older generation cannot commit). Chunks and manifest are
+written before the transaction; a redelivered task finds its manifest and is announced again without being
+computed again. Commit order per batch: write chunks → put manifests → produce events → send offsets →
+commit. A broker restart or an S3 outage aborts the batch (:class:`contracts.txn.Transactions`); its tasks are
+consumed again.
+
+A task is checked before any work: every station it names must have a product key of this namespace and
+window (an event can never make the worker read outside ``<ns>prep/<window>/``). A column station whose
+product is missing or unreadable costs only its own pair, dead-lettered with the reason; the rest of the row
+is correlated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import socket
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
-from contracts.events import Event, EventDecodeError, PairCorrelated, PairTask, decode
+from consumers.pairing import parse_product_key
+from contracts.errors import TransientError
+from contracts.events import DeadLetter, Event, EventDecodeError, PairTask, RowCorrelated, decode
 from contracts.kafka import (
     consumer_config,
     dead_letter_for,
     log_ready_on_first_assignment,
     produce_event,
-    producer_config,
+    watch_kafka,
 )
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS
+from contracts.outage import KAFKA, S3
 from contracts.settings import Settings, TopicNames
-from dsp.ccf import CCF_EXT, decode_ccfs, encode_ccfs
-from dsp.correlate import CcfBatch, correlate_row
+from contracts.txn import Transactions, next_offsets, rewind, rewind_to_committed
+from dsp.correlate import correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
+from dsp.seed import pair_key
+from results.layout import CHUNK_PAIRS, pair_index
+from results.manifest import FAILED, TaskManifest, manifest_key
+from results.windows import WindowStore, task_block
 from storage import ObjectStore
-from storage.errors import ObjectConflict, ObjectNotFound, StorageError, StorageUnavailable
-from storage.keys import validate_seed_id, validate_window_id
+from storage.errors import InvalidKey, ObjectNotFound, StorageError
+from storage.keys import validate_key, validate_seed_id, validate_window_id
 
 log = logging.getLogger(__name__)
 SERVICE = "correlate"
 
 PAIRS = Counter("xcorrflow_pairs_correlated", "pairs whose CCF is durable and announced")
 PAIR_LATENCY = Histogram(
-    "xcorrflow_pair_latency_seconds", "FileReady of the later station → PairCorrelated", buckets=LATENCY_BUCKETS
+    "xcorrflow_pair_latency_seconds",
+    "FileReady of the later station → its row task correlated",
+    buckets=LATENCY_BUCKETS,
 )
 FIRST_RESULT = Gauge(
     "xcorrflow_time_to_first_result_seconds", "raw arrival of the later station → this worker's first CCF"
@@ -58,12 +73,39 @@ FIRST_RESULT = Gauge(
 TASK_SECONDS = Histogram("xcorrflow_task_seconds", "one row task: fetch, correlate, write", buckets=LATENCY_BUCKETS)
 TASKS_PENDING = Gauge("xcorrflow_tasks_pending", "row tasks fetched but not yet committed")
 CACHE = Counter("xcorrflow_product_cache", "product lookups", ["result"])
+MAX_COLUMNS = 100_000  # far above any real array; a task naming more is not one the scheduler wrote
 
 
-def task_object_key(namespace: str, task: PairTask) -> str:
-    """The deterministic key of a task's CCF object: window, row and a digest of the column set."""
-    digest = hashlib.sha1("\n".join(sorted(task.columns)).encode()).hexdigest()[:12]
-    return f"{namespace}ccf/{validate_window_id(task.window)}/{validate_seed_id(task.row)}.r{digest}{CCF_EXT}"
+class InvalidTask(ValueError):
+    """A PairTask that no scheduler of this namespace could have written (dead-lettered whole)."""
+
+
+def check_task(task: PairTask, namespace: str) -> None:
+    """Refuse a task whose stations or product keys are malformed, or lie outside ``<ns>prep/<window>/``.
+
+    Raises:
+        InvalidTask: with the reason.
+    """
+    try:
+        validate_window_id(task.window)
+        names = [validate_seed_id(task.row), *(validate_seed_id(c) for c in task.columns)]
+    except InvalidKey as exc:
+        raise InvalidTask(str(exc)) from exc
+    if len(task.columns) > MAX_COLUMNS or len(set(names)) != len(names):
+        raise InvalidTask("a task names each station once, row included, and at most 100,000 columns")
+    if task.slot < 0 or task.slot % CHUNK_PAIRS or any(task.index.get(n) is None for n in names):
+        raise InvalidTask("a task needs a chunk-aligned slot and the registry index of every station it names")
+    for name in names:
+        key = task.keys.get(name)
+        if key is None:
+            raise InvalidTask(f"no product key for station {name}")
+        try:
+            validate_key(key)
+            _, window, station = parse_product_key(key, namespace)
+        except (InvalidKey, ValueError) as exc:
+            raise InvalidTask(f"product key {key!r} of {name}: {exc}") from exc
+        if (window, station) != (task.window, name):
+            raise InvalidTask(f"product key {key!r} is not station {name}'s product of window {task.window}")
 
 
 class ProductCache:
@@ -101,6 +143,7 @@ class Correlator:
         settings: Settings,
         topics: TopicNames,
         store: ObjectStore,
+        windows: WindowStore,
         *,
         group: str,
         worker_id: str | None = None,
@@ -111,15 +154,14 @@ class Correlator:
         self.settings = settings
         self.topics = topics
         self.store = store
+        self.windows = windows
         self.ns = settings.key_prefix
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.threads = threads
         self.cache = ProductCache(store, cache_size)
         # A short transaction timeout bounds how long a killed worker's open transaction blocks its partitions.
-        self.producer = Producer(
-            producer_config(settings, transactional_id=f"{group}.{self.worker_id}", **{"transaction.timeout.ms": 10000})
-        )
+        self.txn = Transactions(settings, f"{group}.{self.worker_id}", timeout_ms=10000, service=SERVICE)
         self.consumer = Consumer(consumer_config(settings, group, transactional=True, service=SERVICE))
         self._stop = threading.Event()
         self._first_result_seen = False
@@ -129,135 +171,164 @@ class Correlator:
         """Finish the current batch and return from :meth:`run`."""
         self._stop.set()
 
+    @property
+    def producer(self) -> Producer:
+        """The current transactional producer (renewed after fatal errors)."""
+        return self.txn.producer or self.txn.start()
+
     def run(self) -> None:
         """Consume task batches until stopped."""
-        self.producer.init_transactions(30)
+        self.txn.start()
         on_assign = log_ready_on_first_assignment(log, f"correlator {self.worker_id}")
         self.consumer.subscribe([self.topics.pairs], on_assign=on_assign)
         try:
             while not self._stop.is_set():
                 batch = [m for m in self.consumer.consume(self.batch_size, 0.05) if not m.error()]
+                watch_kafka(self.consumer)
                 if batch:
+                    KAFKA.succeeded()
                     self._transact(batch)
         finally:
             self.consumer.close()
+            self.txn.flush()
 
-    def _transact(self, batch: list[Message]) -> None:
-        """Process a batch of tasks and commit their events with their offsets."""
+    def _transact(self, batch: list[Message]) -> bool:
+        """Process a batch of tasks and commit their events with their offsets; False when it will come again.
+
+        Raises:
+            ProducerFenced: a newer instance with this worker id took over.
+            DependencyUnavailable: Kafka or S3 stayed away longer than the settings allow.
+        """
         TASKS_PENDING.set(len(batch))
         try:
             outputs = [self.process(msg) for msg in batch]
-            self.producer.begin_transaction()
-            for events in outputs:
-                for topic, key, event in events:
-                    produce_event(self.producer, topic, key, event)
-            self.producer.send_offsets_to_transaction(_next_offsets(batch), self.consumer.consumer_group_metadata())
-            self.producer.commit_transaction(30)
-        except (KafkaException, StorageUnavailable) as exc:
-            self._recover(batch, exc)
-            return
+        except TransientError as exc:
+            log.warning("correlator: store unavailable (%s); the batch will be consumed again", exc)
+            rewind(self.consumer, batch)
+            S3.pause()
+            return False
         finally:
             TASKS_PENDING.set(0)
+
+        def publish(producer: Producer) -> None:
+            for events in outputs:
+                for topic, key, event in events:
+                    produce_event(producer, topic, key, event)
+
+        if not self.txn.commit(publish, lambda: next_offsets(batch), self.consumer):
+            rewind_to_committed(self.consumer)  # what landed is in the committed offsets, nothing else
+            return False
         self._after_commit([e for events in outputs for _, _, e in events])
-
-    def _recover(self, batch: list[Message], exc: Exception) -> None:
-        """Abort, then rewind every partition of the batch to its first task; the tasks will come again.
-
-        Rewinding to the batch's own first offsets (not to the committed offsets) also covers partitions
-        that have no committed offset yet, e.g. the very first batch aborted by a rebalance.
-        """
-        log.warning("correlator: batch aborted (%s); retrying", exc)
-        if isinstance(exc, KafkaException):
-            error = exc.args[0]
-            if not (error.txn_requires_abort() or error.retriable()):
-                raise exc  # fenced: a newer generation owns these partitions
-        with contextlib.suppress(KafkaException):  # no transaction is open when the failure came before it
-            self.producer.abort_transaction(30)
-        for tp in _first_offsets(batch):
-            with contextlib.suppress(KafkaException):  # a partition revoked meanwhile is someone else's now
-                self.consumer.seek(tp)
-        time.sleep(0.5)
+        return True
 
     def _after_commit(self, events: list[Event]) -> None:
         now = time.time()
-        for event in events:
-            if not isinstance(event, PairCorrelated) or event.skipped:
-                continue
-            PAIRS.inc()
+        rows = [e for e in events if isinstance(e, RowCorrelated)]
+        for event in rows:
+            PAIRS.inc(event.pairs)
             EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
-        correlated = [e for e in events if isinstance(e, PairCorrelated) and not e.skipped]
-        if correlated and not self._first_result_seen:
+        if rows and not self._first_result_seen:
             self._first_result_seen = True
             if self._last_arrived:
                 FIRST_RESULT.set(max(0.0, now - datetime.fromisoformat(self._last_arrived).timestamp()))
 
     # --- one task --------------------------------------------------------------------------------------------
     def process(self, msg: Message) -> list[tuple[str, str, Event]]:
-        """The events of one task message: PairCorrelated per pair, or one dead letter."""
+        """The events of one task message: one RowCorrelated, plus a dead letter per failed station.
+
+        Raises:
+            TransientError: the store is unavailable; the batch must be consumed again.
+        """
         try:
             task = decode(msg.value())
             if not isinstance(task, PairTask):
                 raise ValueError(f"the correlator does not accept {task.type} on the pairs topic")
             EVENTS_IN.labels(service=SERVICE, type=task.type).inc()
-            return list(self._correlate_task(task))
-        except (EventDecodeError, DspError, ObjectNotFound, ObjectConflict, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")
-            DEAD_LETTERS.labels(service=SERVICE, reason=type(exc).__name__).inc()
-            log.warning("dead letter: %s", letter.reason)
-            return [(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)]
-        except StorageUnavailable:
+            check_task(task, self.ns)
+            return list(self._correlate_task(msg, task))
+        except TransientError:
             raise
-        except StorageError as exc:
-            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")
-            return [(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)]
+        except (EventDecodeError, DspError, StorageError, ValueError) as exc:
+            return [self._dead_letter(msg, f"{type(exc).__name__}: {exc}")]
 
-    def _correlate_task(self, task: PairTask) -> list[tuple[str, str, Event]]:
+    def _dead_letter(self, msg: Message, reason: str, source: str = "") -> tuple[str, str, DeadLetter]:
+        letter = dead_letter_for(msg, SERVICE, reason, source=source)
+        DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":")[0][:60]).inc()
+        log.warning("dead letter: %s", letter.reason)
+        return self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter
+
+    def _correlate_task(self, msg: Message, task: PairTask) -> list[tuple[str, str, Event]]:
         t0 = time.monotonic()
-        key = task_object_key(self.ns, task)
-        if self.store.exists(key):  # a redelivered task: the work is durable already
-            batch = decode_ccfs(self.store.get(key), key)
-        else:
-            batch = self._compute(task)
-            self.store.put_if_absent(key, encode_ccfs(batch), content_type="application/octet-stream")
+        key = manifest_key(self.ns, task.window, task.row, task.slot)
+        try:  # a redelivered task: its CCFs and manifest are durable already
+            manifest = TaskManifest.decode(self.store.get(key))
+        except ObjectNotFound:
+            manifest = self._compute(task)
+            self.store.put_if_absent(key, manifest.encode(), content_type="application/json")
         TASK_SECONDS.observe(time.monotonic() - t0)
         if task.ready_at:
             PAIR_LATENCY.observe(max(0.0, time.time() - datetime.fromisoformat(task.ready_at).timestamp()))
         self._last_arrived = task.arrived_at
-        events = _events(task, key, batch, self.worker_id)
-        return [(self.topics.results, f"{task.window}/{e.a}__{e.b}", e) for e in events]
+        event = RowCorrelated(
+            window=task.window,
+            row=task.row,
+            slot=task.slot,
+            pairs=len(task.columns),
+            columns=list(task.columns),
+            manifest=key,
+            ready_at=task.ready_at,
+            arrived_at=task.arrived_at,
+            worker=self.worker_id,
+        )
+        events: list[tuple[str, str, Event]] = [(self.topics.results, f"{task.window}/{task.row}", event)]
+        reasons = set(manifest.failed.values())
+        if len(reasons) == 1 and len(manifest.failed) == len(task.columns) and next(iter(reasons)).startswith("row "):
+            events.append(self._dead_letter(msg, next(iter(reasons)), source=task.keys[task.row]))  # the whole row
+            return events
+        for station, reason in manifest.failed.items():
+            events.append(self._dead_letter(msg, f"pair {pair_key(*sorted((task.row, station)))}: {reason}",
+                                            source=task.keys[station]))  # fmt: skip
+        return events
 
-    def _compute(self, task: PairTask) -> CcfBatch:
-        row = self.cache.get(task.keys[task.row])
-        columns = [self.cache.get(task.keys[name]) for name in task.columns]
+    def _compute(self, task: PairTask) -> TaskManifest:
+        """Correlate the row with every column whose product can be read and write the CCFs to the task's slots.
+
+        A row whose own product cannot be read fails every pair of the task; its manifest says so, so the stacker
+        counts those pairs as failed instead of waiting for them.
+
+        Returns:
+            The task's manifest (not yet stored).
+
+        Raises:
+            TransientError: a store is unavailable.
+        """
+        me = task.index[task.row]
+        manifest = TaskManifest(
+            window=task.window,
+            row=task.row,
+            slot=task.slot,
+            columns=list(task.columns),
+            pair_index=[pair_index(me, task.index[c]) for c in task.columns],
+            n_common=[FAILED] * len(task.columns),
+            index=dict(task.index),
+            worker=self.worker_id,
+        )
+        try:
+            row = self.cache.get(task.keys[task.row])
+        except (ObjectNotFound, DspError) as exc:
+            reason = f"row {task.row}: {type(exc).__name__}: {exc}"
+            return replace(manifest, failed=dict.fromkeys(task.columns, reason))
+        columns, failed = [], {}
+        for name in task.columns:
+            try:
+                columns.append(self.cache.get(task.keys[name]))
+            except (ObjectNotFound, DspError) as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"
         params = self.settings.processing
-        return correlate_row(row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads)
-
-
-def _events(task: PairTask, key: str, batch: CcfBatch, worker: str) -> list[PairCorrelated]:
-    events = [
-        PairCorrelated(window=task.window, a=a, b=b, key=key, n_subwindows=int(n), worker=worker)
-        for (a, b), n in zip(batch.pairs, batch.n_common, strict=True)
-    ]
-    events += [
-        PairCorrelated(window=task.window, a=s.a, b=s.b, key="", n_subwindows=0, skipped=s.reason, worker=worker)
-        for s in batch.skipped
-    ]
-    return events
-
-
-def _first_offsets(batch: list[Message]) -> list[TopicPartition]:
-    """The offset of the first message of each partition in a batch."""
-    first: dict[tuple[str, int], int] = {}
-    for m in batch:
-        tp = (m.topic() or "", m.partition() or 0)
-        first[tp] = min(first.get(tp, m.offset() or 0), m.offset() or 0)
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
-
-
-def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit after a batch: one past the last message of each partition in it."""
-    last: dict[tuple[str, int], int] = {}
-    for m in batch:
-        tp = (m.topic() or "", m.partition() or 0)
-        last[tp] = max(last.get(tp, -1), m.offset() or 0)
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        batch = correlate_row(
+            row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads
+        )
+        block, n_common = task_block(task.row, task.columns, batch, failed)
+        self.windows.write(task.window, task.slot, block)
+        skipped = {s.b if s.a == task.row else s.a: s.reason for s in batch.skipped}
+        return replace(manifest, n_common=n_common, skipped=skipped, failed=failed)

@@ -9,15 +9,22 @@ Modes (DESIGN.md §2):
 
 A station that becomes ready after its window was released (a late file) is paired like in streaming mode,
 so no pair is ever lost. Each decision comes with the state records that make a restart repeat nothing.
+
+The core also owns where results go (:mod:`results.layout`): it gives every station a registry index the first
+time it sees it, and every task a chunk-aligned range of slots in its window's ccf array, with the columns in
+canonical pair order. Released windows (cnf, barrier) go row by row in registry order, so each task fills one
+row of the stacks' lower triangle.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from contracts.events import DirectoryCommitted, FileReady, PairTask
+from results.layout import pair_index, slots_for
 
 Mode = Literal["streaming", "cnf", "barrier"]
 PREP = "prep/"
@@ -42,6 +49,7 @@ class WindowState:
     directory: str
     committed: bool = False
     released: bool = False
+    slots: int = 0  # slots handed out so far in the window's ccf array
     stations: dict[str, StationEntry] = field(default_factory=dict)
 
 
@@ -52,6 +60,12 @@ class Decision:
     tasks: list[PairTask] = field(default_factory=list)
     state: list[tuple[str, bytes | None]] = field(default_factory=list)
     ignored: str = ""
+    refused: list[str] = field(default_factory=list)  # product keys a commit listed that do not exist
+    grown: dict[str, int] = field(default_factory=dict)  # window -> slots its ccf array must now hold
+
+
+def _always(_key: str) -> bool:
+    return True
 
 
 def parse_product_key(key: str, namespace: str = "") -> tuple[str, str, str]:
@@ -80,6 +94,7 @@ class PairingCore:
         self.namespace = namespace
         self.windows_expected = windows_expected
         self.windows: dict[str, WindowState] = {}
+        self.registry: dict[str, int] = {}  # station -> registry index, in the order first seen
         self._seq = 0
 
     # --- restore -------------------------------------------------------------------------------------------
@@ -98,31 +113,46 @@ class PairingCore:
                 entry = StationEntry(**data)
                 self.windows.setdefault(window, WindowState(window, "")).stations[entry.station] = entry
                 self._seq = max(self._seq, entry.seq)
+            elif kind == "r":
+                self.registry[name] = int(data)
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def file_ready(self, event: FileReady) -> Decision:
+    def file_ready(self, event: FileReady, exists: Callable[[str], bool] = _always) -> Decision:
         """A station's product may be read.
 
+        Args:
+            event: the FileReady.
+            exists: whether a product key names a stored object; asked once per new station, so an event for
+                an object that is not there never becomes a task.
+
         Raises:
-            ValueError: the key is not a product key of this namespace.
+            ValueError: the key is not a product key of this namespace, or names no stored object.
         """
         directory, window, station = parse_product_key(event.key, self.namespace)
-        w = self._window(window, directory)
+        w = self.windows.get(window)
         decision = Decision()
-        if station in w.stations:
+        if w is not None and station in w.stations:
             decision.ignored = "duplicate"
             return decision
+        if not exists(event.key):
+            raise ValueError(f"FileReady names {event.key!r}, which is not in the store")
+        w = self._window(window, directory)
         self._seq += 1
         entry = StationEntry(station, event.key, event.ready_at, event.arrived_at, self._seq)
         earlier = sorted(w.stations.values(), key=lambda s: s.seq)
         w.stations[station] = entry
         decision.state.append(self._station_record(w, entry))
+        self._register(station, decision)
         if self.mode == "streaming" or w.released:
-            decision.tasks += self._row(w, entry, earlier)
+            decision.tasks += self._row(w, entry, earlier, decision)
         return decision
 
-    def directory_committed(self, event: DirectoryCommitted) -> Decision:
-        """A window's directory is complete (n_files, deadline, ...)."""
+    def directory_committed(self, event: DirectoryCommitted, exists: Callable[[str], bool] = _always) -> Decision:
+        """A window's directory is complete (n_files, deadline, ...).
+
+        Files the commit lists that this scheduler has not seen ready are added only if ``exists(key)``; the
+        others are listed in ``Decision.refused``.
+        """
         decision = Decision()
         try:
             directory, window, _ = parse_product_key(event.directory + "x.x", self.namespace)
@@ -134,11 +164,14 @@ class PairingCore:
             decision.ignored = "duplicate"
             return decision
         for key in event.files:  # files the commit lists but whose FileReady this scheduler has not seen
-            _, _, station = parse_product_key(key, self.namespace)
-            if station not in w.stations:
+            _, file_window, station = parse_product_key(key, self.namespace)
+            if file_window != window or (station not in w.stations and not exists(key)):
+                decision.refused.append(key)
+            elif station not in w.stations:
                 self._seq += 1
                 w.stations[station] = StationEntry(station, key, event.committed_at, "", self._seq)
                 decision.state.append(self._station_record(w, w.stations[station]))
+                self._register(station, decision)
         w.committed = True
         decision.state.append(self._window_record(w))
         if self.mode == "cnf":
@@ -149,13 +182,13 @@ class PairingCore:
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _release(self, w: WindowState, decision: Decision) -> None:
-        """All pairs of a window, one task per row of the upper triangle."""
+        """All pairs of a window, one task per row of the lower triangle in registry order."""
         if w.released:
             return
         if self.mode != "streaming":
-            ordered = sorted(w.stations.values(), key=lambda s: s.station)
-            for i, row in enumerate(ordered[:-1]):
-                decision.tasks += self._row(w, row, ordered[i + 1 :])
+            ordered = sorted(w.stations.values(), key=lambda s: self.registry[s.station])
+            for i, row in enumerate(ordered[1:], start=1):
+                decision.tasks += self._row(w, row, ordered[:i], decision)
         w.released = True
         decision.state.append(self._window_record(w))
 
@@ -165,10 +198,19 @@ class PairingCore:
             for w in sorted(committed, key=lambda w: w.window):
                 self._release(w, decision)
 
-    def _row(self, w: WindowState, row: StationEntry, columns: list[StationEntry]) -> list[PairTask]:
+    def _row(
+        self, w: WindowState, row: StationEntry, columns: list[StationEntry], decision: Decision
+    ) -> list[PairTask]:
+        """One task: ``row`` against ``columns`` (in canonical pair order), at the window's next free slots."""
         if not columns:
             return []
+        mine = self.registry[row.station]
+        columns = sorted(columns, key=lambda c: pair_index(mine, self.registry[c.station]))
         everyone = [row, *columns]
+        slot = w.slots
+        w.slots += slots_for(len(columns))
+        decision.grown[w.window] = w.slots
+        decision.state.append(self._window_record(w))
         return [
             PairTask(
                 window=w.window,
@@ -178,8 +220,16 @@ class PairingCore:
                 keys={s.station: s.key for s in everyone},
                 ready_at=max(s.ready_at for s in everyone),
                 arrived_at=max(s.arrived_at for s in everyone),
+                slot=slot,
+                index={s.station: self.registry[s.station] for s in everyone},
             )
         ]
+
+    def _register(self, station: str, decision: Decision) -> None:
+        """Give a station seen for the first time the next registry index."""
+        if station not in self.registry:
+            self.registry[station] = len(self.registry)
+            decision.state.append((f"r:{station}", json.dumps(self.registry[station]).encode()))
 
     def _window(self, window: str, directory: str) -> WindowState:
         w = self.windows.setdefault(window, WindowState(window, directory))
@@ -188,7 +238,13 @@ class PairingCore:
         return w
 
     def _window_record(self, w: WindowState) -> tuple[str, bytes]:
-        data = {"window": w.window, "directory": w.directory, "committed": w.committed, "released": w.released}
+        data = {
+            "window": w.window,
+            "directory": w.directory,
+            "committed": w.committed,
+            "released": w.released,
+            "slots": w.slots,
+        }
         return f"w:{w.window}", json.dumps(data).encode()
 
     def _station_record(self, w: WindowState, entry: StationEntry) -> tuple[str, bytes]:

@@ -3,6 +3,14 @@
 It follows FileReady and DirectoryCommitted on the commits topic and publishes PairTasks (one row of the pair
 matrix each, keyed ``<window>/<row>``) in the same transaction as its state records and consumed offsets
 (:mod:`contracts.txn`), so a restart never emits a pair twice and never loses one.
+
+Each task comes with its slots in the window's ccf array (:mod:`results.layout`); the scheduler grows that
+array before it publishes the tasks that fill it.
+
+Events are hints, objects are the truth: a station becomes part of a window only once its product is seen in
+the store (one HEAD per new station-window, when a store is given), so a FileReady or a commit naming an
+object that does not exist is dead-lettered instead of turning into tasks that would fail, or worse, take the
+place of the station's real product.
 """
 
 from __future__ import annotations
@@ -13,11 +21,15 @@ from confluent_kafka import Message
 from prometheus_client import Counter, Gauge
 
 from consumers.pairing import Mode, PairingCore
-from contracts.events import DirectoryCommitted, EventDecodeError, FileReady, decode
+from contracts.events import DeadLetter, DirectoryCommitted, Event, EventDecodeError, FileReady, decode
 from contracts.kafka import dead_letter_for
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Output, TransactionalLoop
+from results.windows import WindowStore
+from storage import ObjectStore
+from storage.errors import InvalidKey
+from storage.keys import validate_key
 
 log = logging.getLogger(__name__)
 SERVICE = "scheduler"
@@ -32,7 +44,14 @@ class PairScheduler(TransactionalLoop):
     service = SERVICE
 
     def __init__(
-        self, settings: Settings, topics: TopicNames, mode: Mode, *, windows_expected: int | None = None
+        self,
+        settings: Settings,
+        topics: TopicNames,
+        mode: Mode,
+        *,
+        windows_expected: int | None = None,
+        store: ObjectStore | None = None,
+        windows: WindowStore | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -43,6 +62,8 @@ class PairScheduler(TransactionalLoop):
         self.topics = topics
         self.mode: Mode = mode
         self.windows_expected = windows_expected
+        self.store = store
+        self.windows = windows  # where the tasks' CCFs go: grown before the tasks that fill it are published
         self.core = PairingCore(mode, namespace=settings.key_prefix, windows_expected=windows_expected)
 
     def reset(self, records: list[tuple[str, bytes | None]]) -> None:
@@ -51,24 +72,44 @@ class PairScheduler(TransactionalLoop):
         self.core.restore(records)
 
     def handle(self, msg: Message) -> Output:
-        """FileReady → row tasks (streaming); DirectoryCommitted → a window's tasks (cnf, barrier)."""
+        """FileReady → row tasks (streaming); DirectoryCommitted → a window's tasks (cnf, barrier).
+
+        Raises:
+            StorageUnavailable: the store did not answer (the batch is rolled back and consumed again).
+        """
         try:
             event = decode(msg.value())
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             if isinstance(event, FileReady):
-                decision = self.core.file_ready(event)
+                decision = self.core.file_ready(event, self._exists)
             elif isinstance(event, DirectoryCommitted):
-                decision = self.core.directory_committed(event)
+                decision = self.core.directory_committed(event, self._exists)
             else:
                 raise ValueError(f"the scheduler does not accept {event.type} on the commits topic")
         except (EventDecodeError, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, str(exc))
-            DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
-            return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])
+            return Output(events=[self._dead_letter(msg, f"{type(exc).__name__}: {exc}")])  # label: the class
+        if self.windows is not None:
+            for window, slots in decision.grown.items():
+                self.windows.ensure(window, slots)
         for task in decision.tasks:
             PAIRS_SCHEDULED.labels(mode=self.mode).inc(len(task.columns))
-        events = [(self.topics.pairs, f"{t.window}/{t.row}", t) for t in decision.tasks]
-        return Output(events=events, state=decision.state)  # type: ignore[arg-type]
+        events: list[tuple[str, str, Event]] = [(self.topics.pairs, f"{t.window}/{t.row}", t) for t in decision.tasks]
+        events += [self._dead_letter(msg, f"the commit lists {key!r}, which is not in the store", key)
+                   for key in decision.refused]  # fmt: skip
+        return Output(events=events, state=decision.state)
+
+    def _exists(self, key: str) -> bool:
+        if self.store is None:
+            return True
+        try:
+            return self.store.exists(validate_key(key))
+        except InvalidKey:
+            return False
+
+    def _dead_letter(self, msg: Message, reason: str, source: str = "") -> tuple[str, str, DeadLetter]:
+        letter = dead_letter_for(msg, SERVICE, reason, source=source)
+        DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
+        return self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter
 
     def after_commit(self) -> None:
         """Update the held-back gauge."""

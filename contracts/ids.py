@@ -16,6 +16,8 @@ _CODE = r"[A-Za-z0-9_-]"
 # NET, STA and CHA are 1-8 characters, LOC 0-8 ("NET.STA..CHA").
 SEED_ID_RE = re.compile(rf"({_CODE}{{1,8}})\.({_CODE}{{1,8}})\.({_CODE}{{0,8}})\.({_CODE}{{1,8}})")
 WINDOW_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # not \d: it also matches non-ASCII digits
+SEED_ID_MAX_CHARS = 8 + 1 + 8 + 1 + 8 + 1 + 8  # the longest id SEED_ID_RE accepts, for cheap length bounds
+WINDOW_ID_CHARS = len("YYYYMMDDTHHMMSSZ")
 
 
 def seed_id_problem(seed_id: object) -> str | None:

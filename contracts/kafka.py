@@ -9,16 +9,44 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from contracts.events import DeadLetter, Event
+from contracts.events import MAX_PAYLOAD_CHARS, DeadLetter, Event
 from contracts.metrics import CONSUMER_LAG, DEAD_LETTERS, KAFKA_ERRORS
+from contracts.outage import KAFKA
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Error codes that say "the cluster is (briefly) out of reach", whatever the operation: waiting heals them.
+_UNREACHABLE = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError._WAIT_COORD,
+    }
+)
+# librdkafka log facilities that only narrate a connection coming and going; the outage tracker says it once.
+_CONNECTIVITY_LOGS = frozenset(
+    {"FAIL", "REQTMOUT", "SESSTMOUT", "GETPID", "TXNERR", "FATAL", "HEARTBEAT", "COMMITFAIL"}
+)
+_REPEAT_WINDOW_S = 60.0
 
 
 def producer_config(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -37,6 +65,7 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
         "compression.type": "lz4",
         "partitioner": "murmur2_random",  # the Java client's partitioner: same key, same partition, any tool
         "error_cb": _error_cb,
+        "logger": LIBRDKAFKA_LOG,
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
@@ -74,17 +103,142 @@ def consumer_config(
         "statistics.interval.ms": 5000,
         "stats_cb": _lag_cb(group, service),
         "error_cb": _error_cb,
+        "logger": LIBRDKAFKA_LOG,
     }
     config.update(extra)
     return config
 
 
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Configuration of a plain client (admin, metadata, a run's monitor): bootstrap, outage-aware logging.
+
+    Args:
+        settings: supplies the bootstrap servers.
+        **extra: librdkafka properties that win over the defaults.
+    """
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "error_cb": _error_cb,
+        "logger": LIBRDKAFKA_LOG,
+        **extra,
+    }
+
+
+def configure_kafka_outage(settings: Settings) -> None:
+    """Point this process's outage trackers at the settings' Kafka and S3, with their limits."""
+    from contracts.outage import configure_outages
+
+    faults = settings.faults
+    configure_outages(settings.bootstrap_servers, faults.kafka_outage_s, settings.s3_url, faults.s3_outage_s)
+
+
 def _error_cb(err: KafkaError) -> None:
     KAFKA_ERRORS.labels(service="client").inc()
-    if err.fatal():
+    if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
+        KAFKA.failed(err.str(), soft=True)
+    elif err.fatal():
         log.error("fatal Kafka error: %s", err)
     else:
         log.debug("Kafka error (librdkafka retries): %s", err)
+
+
+class _LibrdkafkaLog:
+    """Where librdkafka's own log lines go (its ``logger`` property): Python logging, without the flood.
+
+    During a broker outage every client prints a "Connection refused" line per broker per retry, hundreds per
+    minute. Those lines feed the outage tracker (which logs once per state change) and go to DEBUG; any other
+    line is logged at its level once per minute per facility and text.
+    """
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("xcorrflow.librdkafka")
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, _fmt: str, *args: Any, **_kwargs: Any) -> None:
+        """Called by librdkafka with (level, "%s [%s] %s", facility, client name, text)."""
+        facility, client, text = (str(a) for a in (*args, "", "", "")[:3])
+        connectivity = facility in _CONNECTIVITY_LOGS or "Connection refused" in text or "Disconnected" in text
+        if connectivity or self._repeated(facility, text):
+            level = logging.DEBUG
+        self._log.log(level, "librdkafka %s %s: %s", facility, client, text)
+
+    def _repeated(self, facility: str, text: str) -> bool:
+        now, key = time.monotonic(), (facility, text[:80])
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last < _REPEAT_WINDOW_S:
+                return True
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = now
+        return False
+
+
+LIBRDKAFKA_LOG = _LibrdkafkaLog()
+
+
+class _Probe:
+    """Rate-limited metadata requests: they tell when Kafka is back, and notice an outage no call has hit yet
+    (an idle consumer just waits, and librdkafka's own "all brokers down" report is easily missed)."""
+
+    def __init__(self, while_down_s: float = 1.0, while_up_s: float = 5.0) -> None:
+        self.while_down_s, self.while_up_s = while_down_s, while_up_s
+        self._last = 0.0
+
+    def __call__(self, client: Producer | Consumer) -> None:
+        interval = self.while_down_s if KAFKA.down else self.while_up_s
+        if time.monotonic() - self._last < interval:
+            return
+        self._last = time.monotonic()
+        try:
+            client.list_topics(timeout=1.0)
+        except KafkaException as exc:
+            KAFKA.failed(exc.args[0].str() if exc.args else str(exc))
+            KAFKA.check()
+            return
+        KAFKA.succeeded()
+
+
+watch_kafka = _Probe()
+"""Call between polls: probes Kafka (every second during an outage, every 5 s otherwise) and raises
+:class:`~contracts.outage.DependencyUnavailable` past ``faults.kafka_outage_s``."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True for Kafka errors that waiting for the cluster heals (not fatal, not a refusal)."""
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    error: KafkaError = exc.args[0]
+    return not error.fatal() and (error.retriable() or error.code() in _UNREACHABLE)
+
+
+def with_kafka(what: str, call: Callable[[], T]) -> T:
+    """Run a Kafka call, retrying it while the cluster is unreachable, up to ``faults.kafka_outage_s``.
+
+    Args:
+        what: what the call does, for the logs.
+        call: the call; it must be safe to repeat (metadata, init_transactions, flush, commit...).
+
+    Returns:
+        What ``call`` returned.
+
+    Raises:
+        DependencyUnavailable: the cluster stayed away longer than the limit.
+        KafkaException: a non-transient error, unchanged.
+    """
+    while True:
+        try:
+            result = call()
+        except KafkaException as exc:
+            if not unreachable(exc):
+                raise
+            log.debug("%s: Kafka unreachable (%s); retrying", what, exc)
+            KAFKA.failed(exc.args[0].str())
+            KAFKA.pause()
+            continue
+        KAFKA.succeeded()
+        return result
 
 
 def _lag_cb(group: str, service: str) -> Any:
@@ -109,7 +263,7 @@ def dead_letter_for(msg: Message, service: str, reason: str, source: str = "") -
         source_partition=msg.partition() or 0,
         source_offset=msg.offset() or 0,
         source=source,
-        payload=raw[:4096].decode("utf-8", errors="replace"),
+        payload=raw[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace"),  # bytes >= characters
     )
 
 
@@ -138,9 +292,26 @@ def broadcast(producer: Producer, topic: str, key: str, event: Event, partitions
         produce_event(producer, topic, key, event, partition=partition)
 
 
+def flush_through_outage(producer: Producer, what: str) -> None:
+    """Wait until everything ``producer`` queued is acknowledged (or failed), through a broker outage.
+
+    Raises:
+        DependencyUnavailable: the broker stayed away longer than ``faults.kafka_outage_s``.
+    """
+    while producer.flush(5) > 0:
+        KAFKA.failed(f"{what} not acknowledged within 5 s")
+        KAFKA.check()
+    KAFKA.succeeded()
+
+
 def partitions_of(client: Producer | Consumer, topic: str, timeout: float = 10.0) -> list[int]:
-    """Partition ids of ``topic``."""
-    metadata = client.list_topics(topic, timeout=timeout)
+    """Partition ids of ``topic``, waiting through a broker outage (see :func:`with_kafka`).
+
+    Raises:
+        KeyError: the topic does not exist.
+        DependencyUnavailable: the cluster stayed away longer than ``faults.kafka_outage_s``.
+    """
+    metadata = with_kafka(f"metadata of {topic}", lambda: client.list_topics(topic, timeout=timeout))
     info = metadata.topics.get(topic)
     if info is None or info.error is not None:
         raise KeyError(f"topic {topic} does not exist")

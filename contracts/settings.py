@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -49,6 +49,8 @@ class TopicNames(BaseModel):
     )
     broker_state: str = Field("xcorr.broker-state", description="compacted commit-broker state, keyed by directory")
     scheduler_state: str = Field("xcorr.scheduler-state", description="compacted pair-scheduler state, keyed by window")
+    stacks: str = Field("xcorr.stacks", description="StacksUpdated events of the stacker, keyed by window")
+    stacker_state: str = Field("xcorr.stacker-state", description="compacted stacker state, keyed by window and task")
 
     def with_prefix(self, prefix: str) -> TopicNames:
         """Return the same topics under ``<prefix>.``, for runs and tests that must not share topics.
@@ -63,7 +65,7 @@ class TopicNames(BaseModel):
 
     def compacted(self) -> set[str]:
         """Names of the topics that hold state and are therefore log-compacted."""
-        return {self.broker_state, self.scheduler_state}
+        return {self.broker_state, self.scheduler_state, self.stacker_state}
 
 
 class TopicPartitions(BaseModel):
@@ -78,6 +80,45 @@ class TopicPartitions(BaseModel):
     results: int = Field(4, ge=1, description="partitions of the results topic")
     dlq: int = Field(1, ge=1, description="partitions of the dead-letter topic")
     state: int = Field(4, ge=1, description="partitions of each compacted state topic")
+
+
+class FaultSettings(BaseModel):
+    """How long the pipeline rides through outages, and how it restarts what dies (issue 10)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka_outage_s: float = Field(
+        120.0, gt=0, description="a Kafka broker may be unreachable this long before a service or run gives up"
+    )
+    s3_outage_s: float = Field(
+        120.0, gt=0, description="the S3 server may fail transiently this long before a request gives up"
+    )
+    s3_connect_timeout_s: float = Field(5.0, gt=0, description="S3 connect timeout per request, s")
+    s3_read_timeout_s: float = Field(
+        30.0, gt=0, description="S3 read timeout per request, s (a frozen server is noticed after this long)"
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="xcorrflow run restarts a dead worker this many times before the run fails"
+    )
+    restart_backoff_s: float = Field(
+        1.0, ge=0, description="first wait before restarting a dead worker; doubles per restart, capped at 30 s"
+    )
+
+
+class ContainerImages(BaseModel):
+    """Images of the testcontainers suite (``make test-containers``). The defaults are built here by
+    ``make images``; with Docker, point them at the official images instead, e.g.
+    ``XCORRFLOW_TEST_IMAGES__KAFKA=apache/kafka:4.4.0``, ``XCORRFLOW_TEST_IMAGES__S3=minio/minio:latest`` and
+    ``XCORRFLOW_TEST_IMAGES__S3_KIND=minio``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: str = Field(
+        "localhost/xcorrflow/kafka:4.4.0",
+        description="Kafka image configured through KAFKA_* variables (the xcorrflow image or apache/kafka)",
+    )
+    s3: str = Field("localhost/xcorrflow/versitygw:v1.8.0", description="S3 server image")
+    s3_kind: Literal["versitygw", "minio"] = Field("versitygw", description="how to start the S3 image")
 
 
 class Settings(BaseSettings):
@@ -105,6 +146,12 @@ class Settings(BaseSettings):
     s3_port: int = Field(19000, description="S3 API port of the local stack")
     s3_endpoint: str | None = Field(None, description="S3 endpoint host:port; defaults to s3_host:s3_port")
     s3_secure: bool = Field(False, description="use HTTPS for S3")
+    s3_unsigned_payload: bool = Field(
+        False,
+        description="sign UNSIGNED-PAYLOAD instead of each body's SHA-256 over plain HTTP: about 1.2 s of client + "
+        "server CPU less per GB written (bench/s3_access.py); body integrity then rests on TCP, so keep it for "
+        "loopback or trusted links (over HTTPS the client sends UNSIGNED-PAYLOAD anyway)",
+    )
     s3_access_key: SecretStr = Field(SecretStr(LOCAL_ACCESS_KEY), description="S3 access key id")
     s3_secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), description="S3 secret access key")
     s3_region: str = Field("us-east-1", description="S3 region (skips a GetBucketLocation round trip)")
@@ -121,6 +168,15 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(19090, description="Prometheus web/API port of the local stack")
     grafana_port: int = Field(13000, description="Grafana port (docker compose stack only)")
     metrics_port: int = Field(0, ge=0, description="port of a worker's /metrics; 0 picks a free port")
+    prometheus_scrape_interval_s: float = Field(
+        5.0, gt=0, description="how often the local Prometheus scrapes the workers and evaluates the alert rules"
+    )
+    alert_commit_latency_p95_s: float = Field(
+        300.0,
+        gt=0,
+        description="alert rules: fire when the p95 commit latency (first file → directory commit) stays above "
+        "this many seconds",
+    )
 
     # --- Topics ------------------------------------------------------------------------------------------------
     topics: TopicNames = Field(default_factory=TopicNames, description="topic names")
@@ -134,6 +190,22 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         Path.home() / ".cache" / "xcorrflow",
         description="downloaded and built artefacts (Kafka jars, S3 server binary), reused across checkouts",
+    )
+
+    # --- Faults ------------------------------------------------------------------------------------------------
+    faults: FaultSettings = Field(default_factory=FaultSettings, description="outage limits and worker restarts")
+
+    # --- Tests ------------------------------------------------------------------------------------------------
+    test_images: ContainerImages = Field(
+        default_factory=ContainerImages, description="images of the testcontainers suite"
+    )
+
+    # --- Results -----------------------------------------------------------------------------------------------
+    stack_memory_mb: int = Field(
+        1024, ge=1, description="memory the stacker may hold in stack chunks and CCFs (sets its group size)"
+    )
+    stack_chunk_pairs: int = Field(
+        128, ge=1, description="pairs per chunk of new stack arrays (128 x 8001 lags x 4 B = 4 MB objects)"
     )
 
     # --- Science -----------------------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def topic_specs(settings: Settings, topics: TopicNames | None = None) -> list[To
         TopicSpec(names.s3_events, 1),  # the S3 server writes every notification to one partition anyway
         TopicSpec(names.broker_state, parts.state, dict(COMPACT)),
         TopicSpec(names.scheduler_state, parts.state, dict(COMPACT)),
+        TopicSpec(names.stacks, parts.results),
+        TopicSpec(names.stacker_state, parts.state, dict(COMPACT)),
     ]
 
 

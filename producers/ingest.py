@@ -8,10 +8,16 @@ the CnF count. Unreadable files become dead letters with their reason; the rest 
 
 Order of one station-window: put the object (conditional, idempotent) → produce RawFileArrived. The whole run
 ends with a flush, so when ``ingest`` returns every announcement is in Kafka.
+
+Only bad input is dead-lettered. A store or broker that is briefly away is waited for (up to
+``faults.s3_outage_s`` and ``faults.kafka_outage_s``); beyond that the ingest fails with the reason, and a
+station-window is never reported as bad because a server was away. An object already in the store with the
+same bytes is not uploaded again (a resumed run), but it is announced again: the workers ignore duplicates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import random
@@ -21,26 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import obspy
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
+from contracts.errors import TransientError
 from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcnow
-from contracts.kafka import produce_event, producer_config
+from contracts.kafka import flush_through_outage, produce_event, producer_config
 from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
 from contracts.settings import Settings, TopicNames
-from dsp.errors import DspError
 from dsp.windows import window_start
 from producers.errors import ProducersError
-from producers.inventory import DeadLetter as InventoryDeadLetter
-from producers.inventory import (
-    Inventory,
-    RawItem,
-    is_input,
-    is_metadata,
-    load_stream,
-    scan_file,
-    scan_folder,
-    scan_metadata,
-)
+from producers.inventory import Inventory, RawItem, is_metadata, load_stream, scan_folder, scan_metadata, scan_walk
+from producers.walk import Note, Walk, read_input, shown, walk_folder
 from storage import ObjectStore
 from storage.keys import prep_key, raw_key
 
@@ -94,7 +91,7 @@ def raw_bytes(obj: RawObject, window_s: float) -> bytes:
         OSError, DspError: a file vanished or changed since it was scanned.
     """
     if len(obj.items) == 1 and obj.items[0].windows == (obj.window,):
-        return Path(obj.items[0].source).read_bytes()
+        return read_input(obj.items[0].source)
     stream = load_stream(obj.items)
     t0 = obspy.UTCDateTime(window_start(obj.window, window_s))
     # End exclusive: the sample at t0 + window_s belongs to the next window.
@@ -116,7 +113,8 @@ class Ingestor:
         self.topics = topics
         self.store = store
         self.ns = settings.key_prefix
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
+        self._undelivered: list[KafkaError] = []
 
     def ingest_inventory(
         self,
@@ -126,6 +124,7 @@ class Ingestor:
         shuffle_seed: int | None = None,
         expected: int | None = None,
         on_object: Callable[[RawObject], None] | None = None,
+        report: IngestReport | None = None,
     ) -> IngestReport:
         """Upload and announce everything an inventory holds.
 
@@ -135,8 +134,14 @@ class Ingestor:
             shuffle_seed: arrival order shuffled with this seed (None: time, then station order).
             expected: station count to announce per window (default: the stations that window has).
             on_object: called after each object is announced (progress).
+            report: filled in as the ingest goes (another thread may watch it); a new one when omitted.
+
+        Raises:
+            TransientError: the store stayed away longer than ``faults.s3_outage_s``.
+            IngestError, DependencyUnavailable: announcements could not be delivered to Kafka.
         """
-        report = IngestReport(windows=inventory.windows(), stations=inventory.seed_ids())
+        report = report if report is not None else IngestReport()
+        report.windows, report.stations = inventory.windows(), inventory.seed_ids()
         for letter in inventory.dead_letters:
             self._dead_letter(letter.source, letter.reason, report)
         objects = plan(inventory)
@@ -166,11 +171,19 @@ class Ingestor:
             EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
 
     def _ingest_one(self, obj: RawObject, coords: object, report: IngestReport) -> None:
-        sources = ", ".join(item.source for item in obj.items)
+        """Upload and announce one station-window; bad data becomes a dead letter.
+
+        Raises:
+            TransientError: the store stayed away longer than ``faults.s3_outage_s`` (never dead-lettered).
+        """
+        sources = ", ".join(shown(item.source) for item in obj.items)
+        key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
         try:
             data = raw_bytes(obj, self.settings.processing.window_s)
-            key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
-            self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+            if not self._stored(key, data):
+                self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+        except TransientError:
+            raise
         except Exception as exc:  # one station-window never sinks the ingest; the reason goes to the DLQ
             self._dead_letter(sources, f"{type(exc).__name__}: {exc}", report)
             report.failed.append((obj.window, obj.seed_id))
@@ -197,15 +210,29 @@ class Ingestor:
         log.warning("dead letter: %s: %s", source, reason)
         produce_event(self.producer, self.topics.dlq, source[:200], letter)
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Wait until every announcement is acknowledged by Kafka.
+    def _stored(self, key: str, data: bytes) -> bool:
+        """True when ``key`` already holds an object of this size (uploaded by an earlier attempt of the run)."""
+        from storage.errors import ObjectNotFound
+
+        try:
+            return self.store.stat(key).size == len(data)
+        except ObjectNotFound:
+            return False
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._undelivered.append(err)
+
+    def flush(self) -> None:
+        """Wait until every announcement is acknowledged by Kafka, through a broker outage.
 
         Raises:
-            IngestError: some messages could not be delivered in time.
+            IngestError: some messages failed for good.
+            DependencyUnavailable: the broker stayed away longer than ``faults.kafka_outage_s``.
         """
-        left = self.producer.flush(timeout)
-        if left:
-            raise IngestError(f"{left} announcements were not delivered to Kafka within {timeout:.0f} s")
+        flush_through_outage(self.producer, "ingest announcements")
+        if self._undelivered:
+            raise IngestError(f"{len(self._undelivered)} announcements failed: {self._undelivered[0].str()}")
 
 
 def _schedule(n: int, spread_s: float) -> Iterator[float]:
@@ -242,37 +269,58 @@ def follow_folder(
 ) -> Iterator[IngestReport]:
     """Keep watching ``folder``: a file is ingested once, when its size has not changed for one poll.
 
-    Station metadata (stations.csv, StationXML) is re-read when it changes.
+    The folder is walked by the rules of :func:`producers.walk.walk_folder` (no symlink followed; links out of
+    the folder and non-regular files are dead-lettered, once). Overlapping files of one channel are judged
+    within a pass; a later file that overlaps an ingested one with other samples meets a conditional write
+    that refuses it. Station metadata (stations.csv, StationXML) is re-read on every pass.
 
     Yields:
-        One report per pass that found new files.
+        One report per pass that found new files or new refused entries.
     """
     root = Path(folder)
-    sizes: dict[Path, int] = {}
-    done: set[Path] = set()
+    watch = FolderWatch(root)
     ingestor = Ingestor(settings, topics, store)
     while not stop():
-        current = {p: p.stat().st_size for p in root.rglob("*") if p.is_file() and is_input(p, root)}
-        stable = sorted(p for p, size in current.items() if p not in done and sizes.get(p) == size)
-        sizes = current
-        if stable:
-            done.update(stable)
-            yield ingestor.ingest_inventory(_scan_files(stable, root, settings), expected=expected)
+        new = watch.poll()
+        if new.files or new.refused:
+            yield ingestor.ingest_inventory(_scan_new(new, root, settings), expected=expected)
         time.sleep(poll_s)
 
 
-def _scan_files(files: list[Path], root: Path, settings: Settings) -> Inventory:
-    """An inventory of some files of a folder; coordinates come from the folder's station metadata."""
-    items, dead = [], []
-    coordinates = scan_metadata(root)
-    for file in files:
-        if is_metadata(file):
-            continue
+class FolderWatch:
+    """What is new in a followed folder at each poll: files whose size held still, entries newly refused."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sizes: dict[Path, int] = {}
+        self.done: set[Path] = set()
+        self.noted: set[Note] = set()
+
+    def poll(self) -> Walk:
+        """Walk the folder once.
+
+        Returns:
+            The files not yet returned whose size is the same as at the previous poll, and the refused and
+            skipped entries not yet returned (a folder that cannot be walked right now gives nothing).
+        """
         try:
-            items.append(scan_file(file, settings.processing))
-        except (DspError, OSError) as exc:
-            dead.append(InventoryDeadLetter(str(file), f"{type(exc).__name__}: {exc}"))
-    return Inventory(tuple(items), tuple(dead), coordinates)
+            walk = walk_folder(self.root)
+        except OSError as exc:
+            log.warning("cannot walk %s: %s", shown(self.root), exc)
+            return Walk(())
+        stable = tuple(e for e in walk.files if e.path not in self.done and self.sizes.get(e.path) == e.size)
+        self.sizes = {e.path: e.size for e in walk.files}
+        self.done.update(e.path for e in stable)
+        refused = tuple(n for n in walk.refused if n not in self.noted)
+        skipped = tuple(n for n in walk.skipped if n not in self.noted)
+        self.noted.update(refused + skipped)
+        return Walk(stable, refused, skipped)
+
+
+def _scan_new(new: Walk, root: Path, settings: Settings) -> Inventory:
+    """An inventory of what one poll found; coordinates come from all of the folder's station metadata."""
+    data = Walk(tuple(e for e in new.files if not is_metadata(e.path)), new.refused, new.skipped)
+    return dataclasses.replace(scan_walk(data, settings.processing), coordinates=scan_metadata(root))
 
 
 def product_key_for(settings: Settings, window: str, seed_id: str) -> str:

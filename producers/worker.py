@@ -8,7 +8,11 @@ the object already there (same content) and the broker counts the repeated FileC
 become two different products: a conditional put never replaces an existing object.
 
 A file that cannot be processed goes to the dead-letter topic with its reason, and the worker carries on.
-Transient store or Kafka failures are not dead-lettered: the worker waits and retries the same message.
+Transient store or Kafka failures are not dead-lettered: the worker waits and retries the same message, for
+up to ``faults.s3_outage_s`` / ``faults.kafka_outage_s`` (then it exits, saying which service stayed away).
+An event whose raw key is not ``<ns>raw/<window>/<station>.mseed`` of its own window and station is refused
+before anything is read, so no event can make the worker read or write outside its namespace. A product that
+is already in the store is announced again, not computed again (a redelivered event, or a resumed run).
 """
 
 from __future__ import annotations
@@ -20,28 +24,32 @@ import threading
 import time
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Histogram
 
+from contracts.errors import TransientError
 from contracts.events import EventDecodeError, FileCommitted, ProducerFinished, ProducerStarted, RawFileArrived, decode
 from contracts.kafka import (
     broadcast,
     consumer_config,
     dead_letter_for,
+    flush_through_outage,
     log_ready_on_first_assignment,
     partitions_of,
     produce_event,
     producer_config,
     send_dead_letter,
+    watch_kafka,
 )
 from contracts.metrics import EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS, S3_ERRORS
+from contracts.outage import KAFKA, S3
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
 from dsp.product import PRODUCT_EXT, Coordinates, encode_product
-from storage import ObjectStore
-from storage.errors import ObjectConflict, ObjectNotFound, StorageError, StorageUnavailable
-from storage.keys import prep_key
+from storage import ObjectInfo, ObjectStore
+from storage.errors import InvalidKey, ObjectNotFound, StorageError
+from storage.keys import prep_key, raw_key, validate_seed_id, validate_window_id
 
 log = logging.getLogger(__name__)
 SERVICE = "preprocess"
@@ -69,9 +77,10 @@ class PreprocessWorker:
         self.store = store
         self.ns = settings.key_prefix
         self.producer_id = f"preprocess-{socket.gethostname()}-{os.getpid()}"
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
         self._stop = threading.Event()
+        self._undelivered: list[KafkaError] = []  # delivery failures since the last check
 
     def stop(self) -> None:
         """Finish the current file and return from :meth:`run`."""
@@ -88,13 +97,15 @@ class PreprocessWorker:
         try:
             while not self._stop.is_set():
                 msg = self.consumer.poll(0.1)
+                watch_kafka(self.consumer)
                 if msg is None:
                     continue
                 if msg.error():
-                    log.warning("consume error: %s", msg.error())
+                    log.debug("consume error: %s", msg.error())
                     continue
+                KAFKA.succeeded()
                 if self._process_durably(msg):
-                    self.consumer.store_offsets(message=msg)
+                    self._store_offset(msg)
         finally:
             broadcast(
                 self.producer,
@@ -106,61 +117,129 @@ class PreprocessWorker:
             self.producer.flush(30)
             self.consumer.close()  # commits the stored offsets
 
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._undelivered.append(err)
+
+    def _store_offset(self, msg: Message) -> None:
+        """Store the offset for the next auto-commit; a partition revoked meanwhile is someone else's now."""
+        try:
+            self.consumer.store_offsets(message=msg)
+        except KafkaException as exc:
+            log.info("offset of %s[%s]@%s not stored (%s); it will be redelivered", msg.topic(), msg.partition(),
+                     msg.offset(), exc.args[0].str())  # fmt: skip
+
     def _process_durably(self, msg: Message) -> bool:
-        """Process one message; True when its offset may be stored, False to retry it after a pause."""
+        """Process one message; True when its offset may be stored, False to retry it after a pause.
+
+        Raises:
+            DependencyUnavailable: Kafka or S3 stayed away longer than the settings allow.
+        """
         try:
             self.process(msg)
-            if self.producer.flush(30) != 0:
-                raise KafkaException("FileCommitted not acknowledged within 30 s")
+            self._deliver()
             return True
-        except (StorageUnavailable, KafkaException) as exc:
+        except TransientError as exc:
             S3_ERRORS.labels(service=SERVICE, op="transient").inc()
-            log.warning("transient failure on %s@%s, retrying: %s", msg.topic(), msg.offset(), exc)
-            time.sleep(1.0)
-            self.consumer.seek(TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+            log.warning("store unavailable on %s@%s, retrying: %s", msg.topic(), msg.offset(), exc)
+            self._seek_back(msg)
+            S3.pause()
+            return False
+        except KafkaException as exc:
+            log.warning("announcement of %s@%s not delivered (%s); redoing it", msg.topic(), msg.offset(), exc)
+            self._seek_back(msg)
+            KAFKA.pause()
             return False
 
+    def _deliver(self) -> None:
+        """Wait until everything produced is acknowledged, through a broker outage.
+
+        Raises:
+            KafkaException: a message failed for good (the file is redone: the product is reused).
+            DependencyUnavailable: the broker stayed away longer than ``faults.kafka_outage_s``.
+        """
+        flush_through_outage(self.producer, "FileCommitted")
+        failed, self._undelivered = self._undelivered, []
+        if failed:
+            KAFKA.failed(failed[0].str())
+            raise KafkaException(failed[0])
+        KAFKA.succeeded()
+
+    def _seek_back(self, msg: Message) -> None:
+        try:
+            self.consumer.seek(TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+        except KafkaException as exc:  # revoked meanwhile: the new owner starts from the committed offset
+            log.info("seek back of %s[%s] failed (%s)", msg.topic(), msg.partition(), exc.args[0].str())
+
     def process(self, msg: Message) -> None:
-        """Preprocess the station-window a RawFileArrived names (or dead-letter the message)."""
+        """Preprocess the station-window a RawFileArrived names (or dead-letter the message).
+
+        Raises:
+            TransientError: the store is unavailable (the message is retried, never dead-lettered).
+        """
         try:
             event = decode(msg.value())
             if not isinstance(event, RawFileArrived):
                 raise ValueError(f"the preprocess worker does not accept {event.type} on the raw topic")
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
+            self._check(event)
             self._preprocess(event)
-        except (EventDecodeError, DspError, ObjectNotFound, ObjectConflict, ValueError) as exc:
+        except TransientError:
+            raise
+        except (EventDecodeError, DspError, StorageError, ValueError) as exc:
             source = _source_of(msg) or str(getattr(exc, "source", ""))
             letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}", source=source)
             send_dead_letter(self.producer, self.topics.dlq, letter, key=msg.key())
-        except StorageError as exc:  # permanent refusals (access denied...) are not retried forever
-            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}", source=_source_of(msg))
-            send_dead_letter(self.producer, self.topics.dlq, letter, key=msg.key())
+
+    def _check(self, event: RawFileArrived) -> None:
+        """Refuse an event whose raw key is not this namespace's object of its own window and station.
+
+        Raises:
+            InvalidKey: it is not.
+        """
+        expected = f"{self.ns}{raw_key(validate_window_id(event.window), validate_seed_id(event.station))}"
+        if event.key != expected:
+            raise InvalidKey(event.key, f"a RawFileArrived of {event.station} in {event.window} names {expected}")
 
     def _preprocess(self, event: RawFileArrived) -> None:
         t0 = time.monotonic()
+        key = f"{self.ns}{prep_key(event.window, event.station, PRODUCT_EXT.lstrip('.'))}"
+        try:
+            info = self.store.stat(key)  # done before (a redelivery, a resumed run): announce it again
+        except ObjectNotFound:
+            info = self._compute(event, key)
+        directory = key.rsplit("/", 1)[0] + "/"
+        committed = FileCommitted(
+            directory=directory,
+            key=key,
+            size=info.size,
+            producer=self.producer_id,
+            etag=info.etag,
+            arrived_at=event.arrived_at,
+        )
+        produce_event(self.producer, self.topics.files, directory, committed)
+        EVENTS_OUT.labels(service=SERVICE, type=committed.type).inc()
+        PREPROCESS_SECONDS.observe(time.monotonic() - t0)
+        if event.arrived_at:
+            ARRIVAL_TO_COMMIT.observe(max(0.0, time.time() - datetime.fromisoformat(event.arrived_at).timestamp()))
+
+    def _compute(self, event: RawFileArrived, key: str) -> ObjectInfo:
+        """Preprocess the raw object into the product at ``key``.
+
+        Raises:
+            DspError: the data cannot be processed. ObjectConflict: another product is already there.
+            ValueError: the file holds another channel than the event names.
+        """
         raw = self.store.get(event.key)
         coords = Coordinates.from_dict(event.coordinates) if event.coordinates else None
         product = preprocess_bytes(
             [raw], event.window, self.settings.processing, sources=[event.key], coordinates=coords
         )
-        payload = encode_product(product)
-        key = f"{self.ns}{prep_key(event.window, product.seed_id, PRODUCT_EXT.lstrip('.'))}"
-        outcome = self.store.put_if_absent(key, payload, content_type="application/octet-stream")
-        directory = key.rsplit("/", 1)[0] + "/"
-        committed = FileCommitted(
-            directory=directory,
-            key=key,
-            size=outcome.info.size,
-            producer=self.producer_id,
-            etag=outcome.info.etag,
-            arrived_at=event.arrived_at,
-        )
-        produce_event(self.producer, self.topics.files, directory, committed)
-        EVENTS_OUT.labels(service=SERVICE, type=committed.type).inc()
+        if product.seed_id != event.station:
+            raise ValueError(f"{event.key} holds {product.seed_id}, not {event.station}")
+        outcome = self.store.put_if_absent(key, encode_product(product), content_type="application/octet-stream")
         FILES_PREPROCESSED.inc()
-        PREPROCESS_SECONDS.observe(time.monotonic() - t0)
-        if event.arrived_at:
-            ARRIVAL_TO_COMMIT.observe(max(0.0, time.time() - datetime.fromisoformat(event.arrived_at).timestamp()))
+        return outcome.info
 
 
 def _source_of(msg: Message) -> str:

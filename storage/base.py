@@ -38,6 +38,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 from storage.errors import InvalidMetadata, ObjectNotFound
+from storage.keys import validate_prefix
 
 if TYPE_CHECKING:
     from storage.prefixed import PrefixedStore
@@ -192,6 +193,33 @@ class ObjectStore(ABC):
             return False
         return True
 
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """Read part of an object: ``length`` bytes from ``offset`` (to the end when None).
+
+        A range that runs past the end is cut at the end; one that starts at or past the end reads ``b""``,
+        as slicing would. Backends override this to fetch only the range (S3 sends a ``Range`` header).
+
+        Raises:
+            ValueError: a negative offset or length.
+            ObjectNotFound: nothing under ``key``.
+            InvalidKey, StorageUnavailable: as for :meth:`put`.
+        """
+        check_range(offset, length)
+        data = self.get(key)
+        return data[offset:] if length is None else data[offset : offset + length]
+
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """Yield the names directly under a directory prefix, sorted: objects, and sub-directories with a ``/``.
+
+        For a store holding ``a/x``, ``a/b/y`` and ``a/b/z``, ``list_dir("a")`` yields ``b/`` and ``x``. The
+        default derives it from a recursive listing; backends override it with one directory-level request.
+
+        Raises:
+            InvalidKey: bad prefix. StorageUnavailable: transient failures outlasted the retries.
+        """
+        directory = validate_prefix(prefix)
+        return _children(directory, (info.key for info in self.list(directory)))
+
     def put_file(
         self,
         key: str,
@@ -246,6 +274,27 @@ class ObjectStore(ABC):
 
 
 # --- helpers shared by the backends -------------------------------------------------------------------------
+
+
+def check_range(offset: int, length: int | None) -> None:
+    """Refuse a negative offset or length (the arguments of :meth:`ObjectStore.get_range`).
+
+    Raises:
+        ValueError: either is negative.
+    """
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError(f"byte range offset={offset} length={length} must not be negative")
+
+
+def _children(directory: str, keys: Iterator[str]) -> Iterator[str]:
+    """Names directly under ``directory`` of a sorted key stream; sub-directories once each, with a ``/``."""
+    last = None
+    for key in keys:
+        rest = key[len(directory) :]
+        name = rest.split("/", 1)[0] + "/" if "/" in rest else rest
+        if name != last:
+            last = name
+            yield name
 
 
 def md5_hex(data: bytes) -> str:

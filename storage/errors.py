@@ -7,7 +7,7 @@ number of attempts) and keep their cause (``raise ... from exc``).
 
 from __future__ import annotations
 
-from contracts.errors import XcorrflowError
+from contracts.errors import TransientError, XcorrflowError
 
 
 class StorageError(XcorrflowError):
@@ -67,7 +67,7 @@ class KeyPathConflict(StorageError):
         self.reason = reason
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailable(StorageError, TransientError):
     """A transient failure (connection, timeout, 5xx, throttling) persisted through every retry.
 
     Attributes:

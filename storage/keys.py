@@ -112,6 +112,39 @@ def validate_prefix(prefix: str) -> str:
     return stripped + "/"
 
 
+def key_under(prefix: str, key: object, *, segments: int | None = None) -> tuple[str, ...]:
+    """Check that a key named by an event lies strictly under ``prefix``, and split what follows it.
+
+    For consumers: an event is only a claim, so before reading ``key`` check that it is a valid key inside the
+    directory the event's kind allows (e.g. ``<ns>prep/`` for a product), never ``<ns>prep/../x`` or another
+    run's namespace. Valid keys have no ``.``/``..``/empty segment, so "starts with the canonical prefix" is
+    enough to be inside it.
+
+    Args:
+        prefix: the expected directory (``""`` = the whole store; a trailing ``/`` is optional).
+        key: the key taken from the event (any type: a non-str is refused, not trusted).
+        segments: when given, the exact number of segments the key must have below the prefix.
+
+    Returns:
+        The segments of the key below the prefix, e.g. ``key_under("ns/prep/", "ns/prep/W/X.npz")`` is
+        ``("W", "X.npz")``.
+
+    Raises:
+        InvalidKey: the prefix or the key is malformed, the key is not under the prefix (or is the prefix
+            itself), or it has another number of segments than ``segments``.
+    """
+    directory = validate_prefix(prefix)
+    if not isinstance(key, str):
+        raise InvalidKey(repr(key)[:64], "a key must be a str")
+    validate_key(key)
+    if not key.startswith(directory):
+        raise InvalidKey(key, f"not under {directory!r}")
+    parts = tuple(key[len(directory) :].split("/"))
+    if segments is not None and len(parts) != segments:
+        raise InvalidKey(key, f"expected {segments} segment(s) under {directory!r}, found {len(parts)}")
+    return parts
+
+
 def join(prefix: str, *parts: str) -> str:
     """Build a key from a directory prefix and single segments, validating every piece.
 

@@ -37,6 +37,7 @@ from storage.base import (
     PutOutcome,
     check_content_type,
     check_metadata,
+    check_range,
     md5_hex,
     md5_of_stream,
     write_file_atomically,
@@ -200,6 +201,30 @@ class LocalDirStore(ObjectStore):
             write_file_atomically(path, iter(lambda: handle.read(_CHUNK), b""))
         assert info is not None  # describe=True always describes
         return info
+
+    @_os_errors_as("get_range")
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """Read part of an object with one seek and read; see :meth:`ObjectStore.get_range`."""
+        check_range(offset, length)
+        handle, _ = self._open_object(key, describe=False)
+        with handle:
+            handle.seek(offset)
+            return handle.read() if length is None else handle.read(length)
+
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """Names directly under ``prefix``, from one directory scan; see :meth:`ObjectStore.list_dir`."""
+        directory = validate_prefix(prefix)
+        segments = directory.rstrip("/").split("/") if directory else []
+        try:
+            with _fs.open_chain(self.root, segments, create=False, key=directory) as fds, os.scandir(fds[-1]) as it:
+                found = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno or 0, "OSError")
+            raise StorageBackendError("list_dir", directory, code, str(exc)) from exc
+        names = (name + "/" if is_dir else name for name, is_dir, is_file in found if (is_dir or is_file))
+        return iter(sorted(name for name in names if _is_key_name(name.rstrip("/"))))
 
     @_os_errors_as("stat")
     def stat(self, key: str) -> ObjectInfo:

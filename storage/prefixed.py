@@ -78,6 +78,14 @@ class PrefixedStore(ObjectStore):
         listed = self.inner.list(self.prefix + validate_prefix(prefix), recursive=recursive)
         return (self._relative(info) for info in listed)
 
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """See :meth:`ObjectStore.get_range`."""
+        return self.inner.get_range(self._full(key), offset, length)
+
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """See :meth:`ObjectStore.list_dir`."""
+        return self.inner.list_dir(self.prefix + validate_prefix(prefix))
+
     def delete(self, key: str) -> None:
         """See :meth:`ObjectStore.delete`."""
         self.inner.delete(self._full(key))

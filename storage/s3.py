@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -43,11 +44,13 @@ from storage.base import (
     PutOutcome,
     check_content_type,
     check_metadata,
+    check_range,
     md5_hex,
     normalize_etag,
     write_file_atomically,
 )
 from storage.errors import (
+    InvalidKey,
     KeyPathConflict,
     ObjectConflict,
     ObjectNotFound,
@@ -56,7 +59,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
-from storage.keys import validate_key, validate_prefix
+from storage.keys import validate_key, validate_prefix, validate_segment
 from storage.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -116,13 +119,24 @@ class S3Store(ObjectStore):
         self._probe_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, bucket: str | None = None, create_bucket: bool = True) -> S3Store:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        bucket: str | None = None,
+        create_bucket: bool = True,
+        max_connections: int = 10,
+    ) -> S3Store:
         """Connect to the endpoint, credentials, region and bucket of the settings.
 
+        Transient failures are retried for ``faults.s3_outage_s`` (a restarted or frozen server is waited
+        for) with the per-request timeouts of ``faults``; the process's S3 outage tracker hears of each.
+
         Args:
-            settings: the project settings (``s3_*`` fields).
+            settings: the project settings (``s3_*`` and ``faults`` fields).
             bucket: overrides ``settings.s3_bucket``.
             create_bucket: create the bucket if it is missing (one round trip).
+            max_connections: HTTP pool size (one per thread that talks to S3 at once).
 
         Raises:
             StorageConfigError: the bucket name is invalid.
@@ -134,8 +148,12 @@ class S3Store(ObjectStore):
             settings.s3_secret_key.get_secret_value(),
             region=settings.s3_region,
             secure=settings.s3_secure,
+            connect_timeout=settings.faults.s3_connect_timeout_s,
+            read_timeout=settings.faults.s3_read_timeout_s,
+            max_connections=max_connections,
+            unsigned_payload=settings.s3_unsigned_payload,
         )
-        store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url)
+        store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url, retry=outage_retry(settings))
         if create_bucket:
             store.ensure_bucket()
         return store
@@ -241,8 +259,26 @@ class S3Store(ObjectStore):
         except StorageBackendError as exc:
             if exc.code != "PreconditionFailed":
                 raise
-            return self._same_or_conflict(key, body, self.stat(key))
+            return self._same_or_conflict(key, body, self._stat_winner(key))
         return PutOutcome(True, ObjectInfo(key, len(body), etag, modified, ctype, meta))
+
+    def _stat_winner(self, key: str, attempts: int = 20, pause_s: float = 0.05) -> ObjectInfo:
+        """Describe the object another writer holds the key with, once it is visible.
+
+        A server may refuse our conditional write (412) while the winner's upload is still in flight; the winner's
+        object appears when its upload completes, so a missing object is looked for again, a few times.
+
+        Raises:
+            ObjectNotFound: the winner's object never appeared (its upload failed).
+        """
+        for attempt in range(attempts):
+            try:
+                return self.stat(key)
+            except ObjectNotFound:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(pause_s * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, key: str) -> None:
         """Remove an object; see :meth:`ObjectStore.delete`."""
@@ -264,6 +300,29 @@ class S3Store(ObjectStore):
                 response.release_conn()
 
         return self._call("get", key, fetch)
+
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """Read part of an object with one ranged GET; see :meth:`ObjectStore.get_range`."""
+        validate_key(key)
+        check_range(offset, length)
+        if length == 0:
+            self.stat(key)  # b"" for an object that exists, ObjectNotFound otherwise
+            return b""
+
+        def fetch() -> bytes:
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length or 0)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call("get", key, fetch)
+        except StorageBackendError as exc:
+            if exc.code != "InvalidRange":  # S3's 416: the range starts at or past the end
+                raise
+            return b""
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Stream an object into a file (atomically, re-fetched on a transient failure); see the base class."""
@@ -315,6 +374,17 @@ class S3Store(ObjectStore):
                 if not is_transient(exc) or failures >= self.retry.max_attempts:
                     raise self._translate(exc, "list", directory, failures) from exc
                 self.retry.sleep(self.retry.delay(failures))
+
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """Names directly under ``prefix``, from one delimited listing; see :meth:`ObjectStore.list_dir`."""
+        directory = validate_prefix(prefix)
+
+        def listing() -> list[str]:
+            found = self._client.list_objects(self.bucket, prefix=directory or None, recursive=False)
+            names = (str(item.object_name)[len(directory) :] for item in found if item.object_name)
+            return sorted(name for name in names if _is_segment(name.rstrip("/")))
+
+        return iter(self._call("list", directory, listing))
 
     def close(self) -> None:
         """Drop pooled connections."""
@@ -403,3 +473,20 @@ class S3Store(ObjectStore):
             return digest.hexdigest()
 
         return self._call("get", key, fetch)
+
+
+def _is_segment(name: str) -> bool:
+    """Whether a listed name could be part of a key (hidden bookkeeping such as ``.xcorrflow/`` is not)."""
+    try:
+        validate_segment(name)
+    except InvalidKey:
+        return False
+    return True
+
+
+def outage_retry(settings: Settings) -> RetryPolicy:
+    """The retry policy of a long-running service: retry transient failures for ``faults.s3_outage_s``."""
+    from contracts.outage import S3
+
+    S3.configure(settings.s3_url, settings.faults.s3_outage_s)
+    return RetryPolicy(deadline_s=settings.faults.s3_outage_s, observer=S3)

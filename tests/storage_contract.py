@@ -146,6 +146,36 @@ class StoreContract:
         store.put("w/3", b"3")
         assert [info.key for info in store.list("w", recursive=False)] == ["w/1", "w/3"]
 
+    def test_list_dir_names_objects_and_subdirectories_once(self, store: ObjectStore) -> None:
+        for key in ["z/a/c/0/0", "z/a/c/0/1", "z/a/c/1/0", "z/a/zarr.json", "z/a-b", "z/a0", "z/zarr.json"]:
+            store.put(key, b"x")
+        assert list(store.list_dir("z")) == ["a-b", "a/", "a0", "zarr.json"]
+        assert list(store.list_dir("z/a/")) == ["c/", "zarr.json"]
+        assert list(store.list_dir("z/a/c")) == ["0/", "1/"]
+        assert list(store.list_dir()) == ["z/"]
+        assert list(store.list_dir("z/nothing")) == []
+        with pytest.raises(InvalidKey):
+            store.list_dir("../up")
+
+    def test_get_range_reads_part_of_an_object(self, store: ObjectStore) -> None:
+        data = bytes(range(256)) * 40
+        store.put("r/obj", data)
+        assert store.get_range("r/obj", 0, 10) == data[:10]
+        assert store.get_range("r/obj", 1000, 2000) == data[1000:3000]
+        assert store.get_range("r/obj", 10_000) == data[10_000:]
+        assert store.get_range("r/obj", 10_000, 1_000) == data[10_000:]  # cut at the end
+        assert store.get_range("r/obj", 10_240) == b""  # starts at the end
+        assert store.get_range("r/obj", 50_000, 10) == b""
+        assert store.get_range("r/obj", 5, 0) == b""
+        with pytest.raises(ObjectNotFound):
+            store.get_range("r/missing", 0, 1)
+        with pytest.raises(ObjectNotFound):
+            store.get_range("r/missing", 0, 0)
+        with pytest.raises(ValueError):
+            store.get_range("r/obj", -1, 1)
+        with pytest.raises(InvalidKey):
+            store.get_range("../up", 0, 1)
+
     def test_list_reports_size_and_etag(self, store: ObjectStore) -> None:
         store.put("d/x", b"hello")
         (info,) = store.list("d")

@@ -1,11 +1,22 @@
-"""Worker processes started by ``xcorrflow run`` (and by the integration tests): start, wait ready, stop.
+"""Worker processes started by ``xcorrflow run`` (and by the integration tests): start, wait ready, supervise, stop.
 
 Each worker is ``python -m xcorrflow worker <service> …`` in its own process, exactly what an operator would
 run on another machine; a run only adds the topic prefix and namespace that isolate it.
+
+**Supervision.** A worker that dies (a crash, ``kill -9``, the OOM killer) is started again after a pause that
+doubles with each restart (``faults.restart_backoff_s``, at most 30 s); its consumer group gives it its
+partitions back and the work it had not committed is redone, which the services' exactly-once commits make
+harmless. After ``faults.max_restarts`` restarts of one worker the run fails, quoting the end of its log.
+
+**No orphans.** Each worker is told its parent's pid (``XCORRFLOW_PARENT_PID``) and asks the kernel for a
+SIGTERM when that parent dies (``PR_SET_PDEATHSIG``, see :func:`xcorrflow.workers.watch_parent`), so killing
+the run, even with ``kill -9``, stops its workers. The signal follows the *thread* that started the worker:
+start workers from the main thread.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xcorrflow.errors import CommandError
+from xcorrflow.workers import PARENT_ENV
+
+log = logging.getLogger(__name__)
+_MAX_BACKOFF_S = 30.0
 
 
 class WorkerFailed(CommandError):
@@ -56,6 +71,8 @@ class WorkerProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0
+        self.restarts = 0
+        self.restart_at: float | None = None  # monotonic time of the next restart of a dead worker
 
     @property
     def name(self) -> str:
@@ -63,7 +80,8 @@ class WorkerProcess:
         return self.args[5]
 
     def start(self) -> WorkerProcess:
-        """Start the worker."""
+        """Start the worker; it will stop when this process dies."""
+        self.env[PARENT_ENV] = str(os.getpid())
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             # An earlier process may have written to the same log: only what this one writes counts.
@@ -172,8 +190,42 @@ class Fleet:
         """
         for worker in self.workers:
             if not worker.alive():
-                tail = worker.log.read_text(errors="replace")[-2000:] if worker.log else ""
-                raise WorkerFailed(f"worker {worker.name} (pid {worker.pid}) exited unexpectedly:\n{tail}")
+                raise WorkerFailed(f"worker {worker.label} (pid {worker.pid}) exited unexpectedly:\n{_tail(worker)}")
+
+    def supervise(self, max_restarts: int, backoff_s: float) -> list[str]:
+        """Restart the workers that died, each after its pause; returns what was done, one line per action.
+
+        Raises:
+            WorkerFailed: a worker died after ``max_restarts`` restarts (the message quotes its log's end).
+        """
+        said = []
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.alive():
+                continue
+            if worker.restart_at is None:
+                code = worker.proc.returncode if worker.proc else None
+                if worker.restarts >= max_restarts:
+                    raise WorkerFailed(
+                        f"worker {worker.label} exited (code {code}) after {worker.restarts} restarts, the limit "
+                        f"set by faults.max_restarts; the end of its log:\n{_tail(worker)}"
+                    )
+                delay = min(_MAX_BACKOFF_S, backoff_s * 2**worker.restarts)
+                worker.restart_at = now + delay
+                said.append(f"worker {worker.label} (pid {worker.pid}) exited with code {code}; restarting it in "
+                            f"{delay:.1f} s ({worker.restarts + 1}/{max_restarts})")  # fmt: skip
+            elif now >= worker.restart_at:
+                worker.restart_at = None
+                worker.restarts += 1
+                worker.start()
+                said.append(f"worker {worker.label} restarted as pid {worker.pid}")
+        for line in said:
+            log.warning("%s", line)
+        return said
+
+    def restarts(self) -> dict[str, int]:
+        """How often each worker was restarted."""
+        return {w.label: w.restarts for w in self.workers}
 
     def peak_rss_mb(self) -> dict[str, float | None]:
         """Peak resident memory of each worker so far (call before :meth:`stop`)."""
@@ -184,9 +236,18 @@ class Fleet:
         return {w.label: w.cpu_s() for w in self.workers}
 
     def stop(self) -> None:
-        """Stop every worker (in parallel: SIGTERM to all, then wait)."""
+        """Stop every worker (in parallel: SIGTERM to all, then wait); none is restarted afterwards."""
         for worker in self.workers:
             if worker.alive() and worker.proc is not None:
                 worker.proc.terminate()
         for worker in self.workers:
             worker.stop()
+
+
+def _tail(worker: WorkerProcess, chars: int = 2000) -> str:
+    """The end of a worker's log file (every run of it)."""
+    if worker.log is None or not worker.log.exists():
+        return "(no log)"
+    with open(worker.log, "rb") as fh:
+        fh.seek(max(0, worker.log.stat().st_size - chars))
+        return fh.read().decode(errors="replace")

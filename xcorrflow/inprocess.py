@@ -1,9 +1,11 @@
 """The ``inprocess`` run mode: the whole chain in one process, no Kafka, no object store.
 
 It is the "ideal" reference the pipeline modes are measured against, and a quick way to correlate a folder.
-Windows are processed in time order: preprocess every channel of the window into products, correlate all
-pairs of the window with the batched kernel, persist the window's CCFs (``OUT/ccf/<window>.npz``, one batch
-file per window), and update the running stacks; at the end one SAC stack per pair is written.
+It writes the same result hierarchy as a pipeline run (:mod:`results.layout`), into ``OUT/results.zarr``: the
+stations get registry indices in SEED order, windows are processed in time order, and in each window every
+station's row (against the stations before it) is correlated, written to its slots of the window's ``ccf``
+array and added to the stacks with the same code the stacker service runs (:class:`results.stacks.StackStore`).
+Memory holds one window's products, one row's CCFs and the few stack chunks that row touches, never N² CCFs.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ import numpy as np
 import obspy
 
 from contracts.settings import Settings
-from dsp.ccf import CCF_EXT, encode_ccfs
-from dsp.correlate import CcfBatch, correlate
+from dsp.correlate import correlate_row
 from dsp.errors import DspError, EmptyRecord, RecordTooShort
 from dsp.preprocess import preprocess_window
 from dsp.product import StationProduct
-from dsp.seed import pair_key, parse_pair_key
-from dsp.stack import StackBank
 from dsp.windows import window_start
 from producers.inventory import DeadLetter, Inventory, RawItem, load_stream, scan_folder
+from results.export import export_sac
+from results.layout import ROOT_NAME, pair_index, slots_for
+from results.stacks import StackChunk, StackStore
+from results.windows import SlotIndex, WindowStore, task_block
+from results.zarrio import open_root
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
-from xcorrflow.sac import ccf_sac_bytes, write_sac
 
 
 @dataclass
@@ -36,11 +39,11 @@ class _RunState:
 
     t0: float
     report: Report
-    bank: StackBank
+    registry: dict[str, int]
     stations: set[str] = field(default_factory=set)
     cache: dict[str, obspy.Stream] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    expected_pairs: dict[str, int] = field(default_factory=dict)
+    pairs: set[int] = field(default_factory=set)  # canonical pairs with at least one window
 
     def mark_result(self) -> None:
         if self.report.first_result_s is None:
@@ -52,6 +55,31 @@ class _RunState:
         return now
 
 
+class StackCache:
+    """The few stack chunks a run of consecutive rows touches, written back when the rows have moved past them."""
+
+    def __init__(self, stacks: StackStore) -> None:
+        self.stacks = stacks
+        self.open: dict[int, StackChunk] = {}
+
+    def add(self, pairs: np.ndarray, ccfs: np.ndarray) -> None:
+        """Add CCFs of distinct canonical ``pairs`` (ascending) to the stacks."""
+        size = self.stacks.chunk_pairs
+        for k in np.unique(pairs // size):
+            mine = pairs // size == k
+            chunk = self.open.get(int(k)) or self.stacks.read(int(k))
+            chunk.add(pairs[mine] - k * size, ccfs[mine])
+            self.open[int(k)] = chunk
+        if pairs.size:
+            self.flush(below=int(pairs.min()) // size)
+
+    def flush(self, below: int | None = None) -> None:
+        """Write back the open chunks (those before chunk ``below``, or all)."""
+        for k in sorted(self.open):
+            if below is None or k < below:
+                self.stacks.write(self.open.pop(k))
+
+
 def run_inprocess(
     input_dir: Path,
     output_dir: Path,
@@ -60,16 +88,19 @@ def run_inprocess(
     *,
     keep_ccfs: bool = True,
     workers: int | None = None,
+    formats: tuple[str, ...] = ("zarr",),
 ) -> Report:
-    """Correlate every pair of a folder of MiniSEED files and write SAC stacks.
+    """Correlate every pair of a folder of MiniSEED files into ``OUT/results.zarr`` (and SAC files).
 
     Args:
         input_dir: folder scanned recursively (see :func:`producers.inventory.scan_folder`).
-        output_dir: receives ``<A>__<B>.sac`` stacks and ``ccf/<window>.npz`` (when ``keep_ccfs``).
+        output_dir: receives ``results.zarr`` (stacks, and each window's CCFs when ``keep_ccfs``) and, with
+            ``"sac"`` in ``formats``, ``<A>__<B>.sac`` stacks.
         settings: the settings; ``settings.processing`` drives the DSP.
         progress: a progress bar to advance (its total is grown as work becomes known), or None.
-        keep_ccfs: persist each window's CCFs (this is also what ``first_result_s`` measures).
+        keep_ccfs: keep each window's CCFs (they are what ``first_result_s`` measures).
         workers: threads for the kernel's inverse FFTs.
+        formats: ``zarr`` and/or ``sac``.
 
     Returns:
         The report (the caller writes it with :func:`xcorrflow.report.write_report`).
@@ -78,29 +109,40 @@ def run_inprocess(
     params = settings.processing
     inv = scan_folder(input_dir, params)
     output_dir.mkdir(parents=True, exist_ok=True)
+    root = open_root(output_dir / ROOT_NAME)
+    stacks = StackStore(root, params, chunk_pairs=settings.stack_chunk_pairs)
     ids = inv.seed_ids()
-    keys = [pair_key(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    stacks.register(ids, {s: inv.coordinates_of(s) for s in ids})
     report = Report(mode="inprocess", started_at=started_at, dead_letters=[d.to_dict() for d in inv.dead_letters])
-    state = _RunState(t0, report, StackBank(keys, 2 * params.maxlag + 1, phase=params.stack == "pws"))
+    report.warnings = [w.to_dict() for w in inv.warnings]
+    state = _RunState(t0, report, {s: i for i, s in enumerate(ids)})
     state.timings["scan"] = time.perf_counter() - t0
     table = inv.by_window()
     last_use = {item.source: w for w, chans in table.items() for its in chans.values() for item in its}
-    state.expected_pairs = {w: len(c) * (len(c) - 1) // 2 for w, c in table.items()}
     if progress is not None:
-        progress.set_total(sum(len(c) for c in table.values()) + sum(state.expected_pairs.values()))
+        progress.set_total(sum(len(c) + len(c) * (len(c) - 1) // 2 for c in table.values()))
+    windows = WindowStore(root, params)
+    cache = StackCache(stacks)
     for window, channels in table.items():
         products = _preprocess(window, channels, inv, settings, state, progress)
-        _correlate(window, products, output_dir, settings, state, progress, keep_ccfs, workers)
+        _correlate(window, products, windows, cache, settings, state, progress, keep_ccfs, workers)
         for source in [s for s, w in last_use.items() if w == window]:
             state.cache.pop(source, None)  # day files serve several windows; drop them after their last one
-    _write_stacks(output_dir, inv, settings, state)
-    report.stations, report.windows = len(state.stations), len(table)
-    report.pairs = int((state.bank.count > 0).sum())
+    _finish(root, output_dir, formats, cache, state)
+    report.stations, report.windows, report.pairs = len(state.stations), len(table), len(state.pairs)
     report.makespan_s = round(time.perf_counter() - t0, 6)
     report.timings_s = {k: round(v, 6) for k, v in state.timings.items()}
-    report.outputs = {"stacks": str(output_dir), "ccfs": str(output_dir / "ccf") if keep_ccfs else None}
+    report.outputs = {"results": str(output_dir / ROOT_NAME), "stacks": str(output_dir)}
     report.config = settings.public_dump()
     return report
+
+
+def _finish(root: object, output_dir: Path, formats: tuple[str, ...], cache: StackCache, state: _RunState) -> None:
+    since = time.perf_counter()
+    cache.flush()
+    if "sac" in formats:
+        export_sac(root, output_dir)  # type: ignore[arg-type]
+    state.tick("stack_write", since)
 
 
 def _preprocess(
@@ -120,12 +162,7 @@ def _preprocess(
             stream = _window_stream(items, state, t_w0, params.window_s)
             products.append(
                 preprocess_window(
-                    stream,
-                    window,
-                    params,
-                    source=seed_id,
-                    coordinates=inv.coordinates_of(seed_id),
-                    sources=sources,
+                    stream, window, params, source=seed_id, coordinates=inv.coordinates_of(seed_id), sources=sources
                 )
             )
             state.stations.add(seed_id)
@@ -154,71 +191,60 @@ def _window_stream(items: list[RawItem], state: _RunState, t_w0: float, window_s
 def _correlate(
     window: str,
     products: list[StationProduct],
-    output_dir: Path,
+    windows: WindowStore,
+    cache: StackCache,
     settings: Settings,
     state: _RunState,
     progress: Progress | None,
     keep_ccfs: bool,
     workers: int | None,
 ) -> None:
-    params = settings.processing
-    since = time.perf_counter()
-    batches: list[CcfBatch] = []
-    for batch in correlate(products, params.maxlag, min_common=params.min_common_subwindows, workers=workers):
-        state.bank.add(batch.keys, batch.ccfs)
-        state.report.skipped.extend(
-            {"window": window, "item": pair_key(s.a, s.b), "reason": s.reason} for s in batch.skipped
-        )
-        batches.append(batch)
-        if progress is not None:
-            progress.advance(len(batch.pairs) + len(batch.skipped), f"{window} correlate")
-    if progress is not None:  # pairs of channels that produced no product are done too
-        n = len(products)
-        expected = state.expected_pairs.pop(window, 0)
-        progress.advance(max(expected - n * (n - 1) // 2, 0))
-    since = state.tick("correlate", since)
-    if keep_ccfs and batches:
-        _persist_window(output_dir / "ccf" / f"{window}{CCF_EXT}", batches)
-        state.mark_result()
-        state.tick("write", since)
-
-
-def _persist_window(path: Path, batches: list[CcfBatch]) -> None:
-    """Write one window's CCF batches as a single batch file (atomic rename)."""
-    first = batches[0]
-    merged = CcfBatch(
-        first.window,
-        first.fs,
-        first.maxlag,
-        tuple(p for b in batches for p in b.pairs),
-        np.concatenate([b.ccfs for b in batches]),
-        np.concatenate([b.n_common for b in batches]),
-        tuple(s for b in batches for s in b.skipped),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_ccfs(merged))
-    tmp.replace(path)
-
-
-def _write_stacks(output_dir: Path, inv: Inventory, settings: Settings, state: _RunState) -> None:
+    """Every row of the window's lower triangle, in registry order: correlate, keep, stack."""
     params, since = settings.processing, time.perf_counter()
-    bank = state.bank
-    stacks = bank.stacks(params.stack, params.pws_power)
-    for row, key in enumerate(bank.keys):
-        if bank.count[row] == 0:
-            continue
-        a, b = parse_pair_key(key)
-        content = ccf_sac_bytes(
-            stacks[row],
-            params.target_fs,
-            a,
-            b,
-            coords_a=inv.coordinates_of(a),
-            coords_b=inv.coordinates_of(b),
-            n_windows=int(bank.count[row]),
-            kind=params.stack,
+    ordered = sorted(products, key=lambda p: state.registry[p.seed_id])
+    slot, index = 0, _IndexBuilder()
+    for k, row in enumerate(ordered[1:], start=1):
+        columns = ordered[:k]
+        batch = correlate_row(row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=workers)
+        names = [c.seed_id for c in columns]
+        block, n_common = task_block(row.seed_id, names, batch, {})
+        pairs = np.array([pair_index(state.registry[row.seed_id], state.registry[c]) for c in names], np.int64)
+        since = state.tick("correlate", since)
+        if keep_ccfs:
+            windows.ensure(window, slot + slots_for(len(names)))
+            windows.write(window, slot, block)
+            state.mark_result()
+        counts = np.asarray(n_common)
+        cache.add(pairs[counts > 0], block[counts > 0])
+        state.pairs.update(int(p) for p in pairs[counts > 0])
+        index.add(slot, row.seed_id, names, pairs, counts)
+        state.report.skipped.extend(
+            {"window": window, "item": f"{s.a}__{s.b}", "reason": s.reason} for s in batch.skipped
         )
-        write_sac(output_dir / f"{key}.sac", content)
-        state.mark_result()
-    state.tick("stack_write", since)
+        slot += slots_for(len(names))
+        since = state.tick("write", since)
+        if progress is not None:
+            progress.advance(len(names), f"{window} correlate")
+    if keep_ccfs and slot:
+        windows.write_index(window, index.build(slot))
+
+
+class _IndexBuilder:
+    """What each slot of a window holds, as rows are written."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, list[str], np.ndarray, np.ndarray]] = []
+
+    def add(self, slot: int, row: str, columns: list[str], pairs: np.ndarray, counts: np.ndarray) -> None:
+        self.rows.append((slot, row, columns, pairs, counts))
+
+    def build(self, size: int) -> SlotIndex:
+        pair_index_ = np.full(size, -1, np.int64)
+        n_common = np.zeros(size, np.int32)
+        a, b = [""] * size, [""] * size
+        for slot, row, columns, pairs, counts in self.rows:
+            pair_index_[slot : slot + len(columns)] = pairs
+            n_common[slot : slot + len(columns)] = counts
+            for k, column in enumerate(columns):
+                a[slot + k], b[slot + k] = sorted((row, column))
+        return SlotIndex(pair_index_, a, b, n_common, np.full(size, np.nan))

@@ -1,50 +1,60 @@
 """``xcorrflow run --mode streaming|cnf|barrier``: one run of the Kafka pipeline on the running stack.
 
 A run gets its own topics (prefix ``<run id>.``) and its own key namespace (``<run id>/``), starts the
-workers as processes (commit broker, pair scheduler, P preprocessors, C correlators), waits until they are
-ready, then starts the clock and ingests the input. It follows the commits, results and dead-letter topics
-until every pair of every window is correlated, exports the SAC stacks from the CCF objects, writes
-report.json (also to ``runs/<run id>/`` in the bucket) and stops the workers.
+workers as processes (commit broker, pair scheduler, P preprocessors, C correlators, the stacker, the latency
+tracker), waits until they are ready, then starts the clock and ingests the input. The correlators write each
+window's CCFs into the bucket's ``<ns>results.zarr``; the stacker writes the stacks into ``OUT/results.zarr``.
+The run follows the commits, results, stacks and dead-letter topics until the stacker has every planned window
+(:mod:`xcorrflow.runstate`), checks the stacks against its plan from the objects (:mod:`xcorrflow.verify`),
+exports SAC files when asked (``--format sac|both``), writes report.json (also to ``runs/<run id>/`` in the
+bucket) and stops the workers. The run process itself holds no CCF and no stack.
 
 The clock starts at ingest, with the workers already deployed, as the paper compares fixed resources with
 and without the I/O boundary; worker start-up (Python imports, group joins) is reported separately.
+
+**Faults.** The run rides through a Kafka broker restart or an S3 outage of up to ``faults.*_outage_s`` (one
+line in the log when a service goes away, one when it is back); it restarts workers that die
+(:meth:`xcorrflow.fleet.Fleet.supervise`); and a run that fails anyway (a service away too long, a worker dying
+over and over, a timeout, a signal) still writes report.json with ``"complete": false``, the reason and what
+is missing, keeping the SAC files of every pair that is final. Running the same command again resumes the
+run (:mod:`xcorrflow.manifest`). The run exits 0 only when every planned (window, pair) is in its stack.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import numpy as np
+from confluent_kafka import Producer
 
 from commit_broker.rules import DEFAULT_RULES
-from contracts.events import (
-    DeadLetter,
-    DirectoryCommitted,
-    DirectoryExpected,
-    EventDecodeError,
-    FileReady,
-    PairCorrelated,
-    RawFileArrived,
-    decode,
-)
-from contracts.kafka import partitions_of, produce_event, producer_config
+from contracts.errors import XcorrflowError
+from contracts.events import DirectoryExpected
+from contracts.kafka import configure_kafka_outage, produce_event, producer_config, watch_kafka
+from contracts.outage import KAFKA
 from contracts.settings import Settings, TopicNames
 from contracts.topics import ensure_topics, topic_specs
-from producers.ingest import Ingestor, IngestReport
+from producers.ingest import Ingestor, IngestReport, plan
 from producers.inventory import Inventory, scan_folder
+from results.export import export_sac
+from results.layout import ROOT_NAME
+from results.zarrio import bucket_root, open_root
 from storage import ObjectStore, open_store
-from xcorrflow.collector import StackCollector
 from xcorrflow.errors import CommandError
 from xcorrflow.fleet import Fleet, WorkerProcess
+from xcorrflow.manifest import RunManifest, claim
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
+from xcorrflow.runstate import MAX_LISTED, FailureCheck, RunMonitor, RunState
+from xcorrflow.verify import Verdict, verify
+
+log = logging.getLogger(__name__)
 
 
 class RunFailed(CommandError):
@@ -68,125 +78,21 @@ class RunOptions:
     # where the stages never overlap).
     downstream_nice: int = 10
     cleanup: bool = False  # delete the run's objects and topics once the output folder is written
-
-
-@dataclass
-class RunState:
-    """What the run monitor has seen on the commits, results and dead-letter topics."""
-
-    expected: dict[str, int] = field(default_factory=dict)  # window -> stations announced
-    ready: dict[str, set[str]] = field(default_factory=dict)  # window -> stations with FileReady
-    committed: set[str] = field(default_factory=set)  # windows
-    pairs: set[tuple[str, str, str]] = field(default_factory=set)  # (window, a, b), incl. skipped
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    skipped_pairs: dict[str, int] = field(default_factory=dict)  # pair key -> windows skipped
-    planned: dict[str, set[str]] = field(default_factory=dict)  # station -> windows it is ingested in
-    failed: set[tuple[str, str]] = field(default_factory=set)  # (window, station) that failed to preprocess
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    first_result_at: float | None = None
-    first_ready_at: float | None = None
-    last_ready_at: float | None = None
-    last_pair_at: float | None = None
-    timeline: list[float] = field(default_factory=list)  # wall time of each correlated pair
-
-    def windows_of_pair(self, key: str) -> int:
-        """Windows in which a pair ``A__B`` will have a CCF: both stations were ingested there and neither
-        failed to preprocess, minus the windows where the pair was skipped. Known from the start, so a pair's
-        stack can be written the moment its last window is in, long before the last station arrives."""
-        a, _, b = key.partition("__")
-        both = self.planned.get(a, set()) & self.planned.get(b, set())
-        lost = sum(1 for w in both if (w, a) in self.failed or (w, b) in self.failed)
-        return len(both) - lost - self.skipped_pairs.get(key, 0)
-
-    def pairs_expected(self) -> int:
-        """Pairs among the stations ready so far."""
-        return sum(len(s) * (len(s) - 1) // 2 for s in self.ready.values())
-
-    def done(self, windows: list[str]) -> bool:
-        """Every window committed and every pair of its ready stations correlated (or skipped with a reason)."""
-        return all(w in self.committed for w in windows) and len(self.pairs) >= self.pairs_expected()
-
-
-class RunMonitor:
-    """Follows a run's output topics (read_committed) and keeps a :class:`RunState`."""
-
-    def __init__(
-        self, settings: Settings, topics: TopicNames, namespace: str, on_result: Callable[[str], None] | None = None
-    ) -> None:
-        self.topics = topics
-        self.namespace = namespace
-        self.on_result = on_result  # called with the CCF object key of each correlated pair
-        self.state = RunState()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"{topics.commits}.monitor",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 500,
-            }
-        )
-        wanted = [topics.commits, topics.results, topics.dlq]
-        self.consumer.assign([TopicPartition(t, p, 0) for t in wanted for p in partitions_of(self.consumer, t)])
-
-    def poll(self, timeout: float = 0.1) -> list[DeadLetter]:
-        """Consume what is there; returns the new preprocess dead letters (their windows lose a station)."""
-        lost = []
-        for msg in self.consumer.consume(1000, timeout):
-            if msg.error():
-                continue
-            try:
-                event = decode(msg.value())
-            except EventDecodeError:
-                continue
-            if isinstance(event, DeadLetter):
-                self.state.dead_letters.append(event)
-                if event.service == "preprocess":
-                    lost.append(event)
-            else:
-                self._apply(event)
-        return lost
-
-    def _apply(self, event: object) -> None:
-        s, now = self.state, time.time()
-        if isinstance(event, FileReady):
-            window = event.directory.rstrip("/").rsplit("/", 1)[-1]
-            station = event.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            s.ready.setdefault(window, set()).add(station)
-            s.first_ready_at = s.first_ready_at or _ts(event.ready_at, now)
-            s.last_ready_at = _ts(event.ready_at, now)
-        elif isinstance(event, DirectoryCommitted):
-            s.committed.add(event.directory.rstrip("/").rsplit("/", 1)[-1])
-        elif isinstance(event, PairCorrelated):
-            s.pairs.add((event.window, event.a, event.b))
-            if event.skipped:
-                key = f"{event.a}__{event.b}"
-                s.skipped.append({"window": event.window, "item": key, "reason": event.skipped})
-                s.skipped_pairs[key] = s.skipped_pairs.get(key, 0) + 1
-                return
-            if self.on_result is not None:
-                self.on_result(event.key)
-            at = _ts(event.correlated_at, now)
-            s.first_result_at = min(s.first_result_at or at, at)
-            s.last_pair_at = max(s.last_pair_at or at, at)
-            s.timeline.append(at)
-
-    def close(self) -> None:
-        """Leave (nothing is committed: the monitor always reads from the start)."""
-        self.consumer.close()
-
-
-def _ts(iso: str, default: float) -> float:
-    try:
-        return datetime.fromisoformat(iso).timestamp()
-    except ValueError:
-        return default
+    fresh: bool = False  # start a new run even if OUT holds an unfinished one
+    formats: tuple[str, ...] = ("zarr",)  # zarr: OUT/results.zarr holds the stacks; sac: OUT/<A>__<B>.sac
 
 
 def start_workers(
-    settings: Settings, topics_prefix: str, namespace: str, options: RunOptions, windows: int, logs: Path
+    settings: Settings,
+    topics_prefix: str,
+    namespace: str,
+    options: RunOptions,
+    windows: int,
+    logs: Path,
+    stacks: Path | None = None,
 ) -> Fleet:
-    """Start broker, scheduler, P preprocessors and C correlators for one run, and wait until all are ready."""
+    """Start broker, scheduler, P preprocessors, C correlators, the stacker (its stacks in ``stacks``, default the
+    bucket) and the latency tracker for one run, and wait until all are ready."""
     fleet = Fleet()
     rules = logs / "rules.yaml"
     rules.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +103,11 @@ def start_workers(
         ["--windows", str(windows)] if options.mode == "barrier" else []
     )
     fleet.add(WorkerProcess(sched, log=logs / "scheduler.log"))
+    target = ["--stacks", str(stacks)] if stacks is not None else []
+    fleet.add(
+        WorkerProcess(["stack", *target, *common, "--nice", str(options.downstream_nice)], log=logs / "stack.log")
+    )
+    fleet.add(WorkerProcess(["latency", *common], log=logs / "latency.log"))  # station latency metric
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
     for i in range(options.correlate_workers):
@@ -210,7 +121,11 @@ def start_workers(
             str(options.downstream_nice),
         ]
         fleet.add(WorkerProcess([*args, *common], log=logs / f"correlate-{i}.log"))
-    fleet.wait_ready()
+    try:
+        fleet.wait_ready()
+    except BaseException:
+        fleet.stop()
+        raise
     return fleet
 
 
@@ -219,65 +134,76 @@ def run_pipeline(
 ) -> Report:
     """Run the pipeline in ``options.mode`` on ``input_dir`` and export to ``output_dir``.
 
+    Returns:
+        The report; ``report.complete`` is False when the run failed (``report.reason`` says why), in which
+        case the SAC files of the pairs that are final are written and ``report.missing`` lists the rest.
+
     Raises:
-        RunFailed: a worker died, or the run did not finish within ``options.timeout_s``.
+        CannotResume: ``output_dir`` holds a run of another input or other settings.
+        ServiceUnavailable: Kafka does not answer when the run starts.
     """
-    run_id = options.run_id or f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    namespace = f"{run_id}/"
+    configure_kafka_outage(settings)
+    inventory = scan_folder(input_dir, settings.processing)
+    manifest, how = claim(
+        output_dir, input_dir, inventory, settings, options.mode, run_id=options.run_id, fresh=options.fresh
+    )
+    if how == "complete":
+        return _already_complete(output_dir, manifest)
+    if how == "resumed":
+        log.warning("resuming run %s (attempt %d): durable work is reused", manifest.run_id, manifest.attempts)
+    run_id = manifest.run_id
     topics = settings.topics.with_prefix(run_id)
     t_setup = time.perf_counter()
     ensure_topics(settings.bootstrap_servers, topic_specs(settings, topics), replication=settings.kafka_replication)
-    inventory = scan_folder(input_dir, settings.processing)
-    windows = inventory.windows()
     store = open_store(settings)
-    fleet = start_workers(settings, run_id, run_id, options, len(windows), output_dir / "logs")
-    setup_s = time.perf_counter() - t_setup
-    collector = StackCollector(
-        store.scoped(namespace),
-        settings.processing,
-        output_dir,
-        inventory.seed_ids(),
-        inventory.coordinates_of,
-        nice=options.downstream_nice,
-    )
-    monitor = RunMonitor(settings, topics, namespace, on_result=lambda key: collector.offer(key[len(namespace) :]))
+    run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, options, output_dir)
+    stacks = output_dir / ROOT_NAME
+    fleet = start_workers(settings, run_id, run_id, options, len(inventory.windows()), output_dir / "logs", stacks)
     try:
-        run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, windows, options)
-        report = run.drive(fleet, monitor, progress, collector)
-        t_export = time.perf_counter()
-        pairs = collector.finish()
-        report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
-        report.makespan_s = round(time.time() - run.t0, 6)  # ingest start → stacks on disk
-        report.started_at = run.t0
+        report = run.execute(fleet, progress, setup_s=time.perf_counter() - t_setup)
     finally:
-        monitor.close()
         peak_rss, cpu = fleet.peak_rss_mb(), fleet.cpu_s()
         fleet.stop()
-    report.pairs = pairs
-    report.timings_s["setup"] = round(setup_s, 6)
-    report.outputs = {
-        "stacks": str(output_dir),
-        "run_id": run_id,
-        "namespace": namespace,
-        "topic_prefix": run_id,
-        "logs": str(output_dir / "logs"),
-        "peak_rss_mb": peak_rss,
-        "cpu_s": cpu,
-    }
+    report.outputs.update({"run_id": run_id, "topic_prefix": run_id, "resumed": how == "resumed"})
+    report.outputs.update({"peak_rss_mb": peak_rss, "cpu_s": cpu})
+    report.outputs["restarts"] = fleet.restarts()
     report.config = {**settings.public_dump(), "run": options.__dict__}
-    if options.cleanup:
+    manifest.status = "complete" if report.complete else "failed"
+    manifest.save(output_dir)
+    _keep(settings, store, run_id, report, options.cleanup and report.complete)
+    return report
+
+
+def _already_complete(output_dir: Path, manifest: RunManifest) -> Report:
+    """The report of a run that completed earlier into the same folder (nothing is redone)."""
+    log.warning("run %s already completed into %s; nothing to do (use --fresh to run again)", manifest.run_id,
+                output_dir)  # fmt: skip
+    try:
+        data = json.loads((output_dir / "report.json").read_text())
+        report = Report(**{k: v for k, v in data.items() if k in Report.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        report = Report(mode=manifest.mode, complete=True)
+    report.outputs["already_complete"] = True
+    return report
+
+
+def _keep(settings: Settings, store: ObjectStore, run_id: str, report: Report, cleanup: bool) -> None:
+    """Delete the run's objects and topics (``--cleanup``), or keep its report and config in the bucket."""
+    if cleanup:
         from xcorrflow.runs import delete_run
 
         delete_run(settings, store, run_id)
         report.outputs["cleaned_up"] = True
-        return report
-    store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
-    store.put(f"runs/{run_id}/config.json", json.dumps(report.config, default=str).encode())
-    return report
+        return
+    try:
+        store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
+        store.put(f"runs/{run_id}/config.json", json.dumps(report.config, default=str).encode())
+    except XcorrflowError as exc:  # the report in OUT is what counts; the bucket copy is a convenience
+        log.warning("report not copied to the bucket: %s", exc)
 
 
 class _Run:
-    """One run's ingest and its progress until every pair is done."""
+    """One run's ingest, its progress until every planned pair is in the stacks, and its report."""
 
     def __init__(
         self,
@@ -285,112 +211,198 @@ class _Run:
         topics: TopicNames,
         store: ObjectStore,
         inventory: Inventory,
-        windows: list[str],
         options: RunOptions,
+        output_dir: Path,
     ) -> None:
         self.settings, self.topics, self.store = settings, topics, store
-        self.inventory, self.windows, self.options = inventory, windows, options
+        self.inventory, self.options, self.output_dir = inventory, options, output_dir
+        self.windows = inventory.windows()
+        self.ns = settings.key_prefix
+        self.objects = {(o.window, o.seed_id): o for o in plan(inventory)}
         self.t0 = 0.0
-        self.ingested: list[IngestReport] = []
-        self.failure: list[BaseException] = []
+        self.ingested = IngestReport()
+        self.ingest_failure: list[BaseException] = []
         self.control = Producer(producer_config(settings))
+        self.monitor = RunMonitor(settings, topics, self.ns)
+        self.state: RunState = self.monitor.state
+        for window, station in self.objects:
+            self.state.plan.setdefault(window, set()).add(station)
+        self.check = FailureCheck(settings, self.objects, self.ns)
+        self.verdict = Verdict()
+        self._lost_seen = 0
 
+    def execute(self, fleet: Fleet, progress: Progress | None, setup_s: float) -> Report:
+        """Drive the run to its end and build the report, complete or not."""
+        failure: BaseException | None = None
+        try:
+            self._drive(fleet, progress)
+        except (XcorrflowError, KeyboardInterrupt) as exc:
+            failure = exc
+        finally:
+            self.monitor.close()
+            self.check.close()
+        t_export = time.perf_counter()
+        export_error = self._export()
+        report = self._report()
+        reason = failure or export_error
+        if reason is None and not self.verdict.complete:
+            reason = RunFailed(f"the stacks do not hold {self.verdict.missing_count} planned (window, pair)s")
+        report.complete = reason is None
+        report.reason = None if reason is None else _reason(reason)
+        if not report.complete:
+            report.missing = self._missing()
+        report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
+        report.timings_s["setup"] = round(setup_s, 6)
+        report.makespan_s = round(time.time() - (self.t0 or time.time()), 6)  # ingest start → results durable
+        report.started_at = self.t0 or None
+        return report
+
+    def _export(self) -> BaseException | None:
+        """Judge the stacks from the objects, then export: SAC files of the final pairs when asked for."""
+        try:
+            stacks = open_root(self.output_dir / ROOT_NAME)
+            self.verdict = verify(stacks, open_root(bucket_root(self.settings), self.settings), self.state)
+            if "sac" in self.options.formats:
+                export_sac(stacks, self.output_dir, final=self.verdict.final)
+            if "zarr" not in self.options.formats and self.verdict.complete:
+                shutil.rmtree(self.output_dir / ROOT_NAME, ignore_errors=True)
+        except (XcorrflowError, OSError, KeyError) as exc:
+            return exc
+        return None
+
+    # --- the run ---------------------------------------------------------------------------------------------
     def _ingest(self) -> None:
         try:
             ingestor = Ingestor(self.settings, self.topics, self.store)
             opts = self.options
-            self.ingested.append(
-                ingestor.ingest_inventory(self.inventory, spread_s=opts.spread_s, shuffle_seed=opts.shuffle_seed)
+            ingestor.ingest_inventory(
+                self.inventory, spread_s=opts.spread_s, shuffle_seed=opts.shuffle_seed, report=self.ingested
             )
         except BaseException as exc:  # surfaced by the main loop
-            self.failure.append(exc)
+            self.ingest_failure.append(exc)
 
-    def drive(self, fleet: Fleet, monitor: RunMonitor, progress: Progress | None, collector: StackCollector) -> Report:
-        """Start the clock, ingest in a thread, follow the topics until done."""
-        table = self.inventory.by_window()
-        counts = {w: len(stations) for w, stations in table.items()}
-        monitor.state.expected.update(counts)
-        for window, stations in table.items():
-            for station in stations:
-                monitor.state.planned.setdefault(station, set()).add(window)
+    def _drive(self, fleet: Fleet, progress: Progress | None) -> None:
+        """Start the clock, ingest in a thread, follow the topics until the stacker has every planned window.
+
+        Raises:
+            RunFailed, WorkerFailed, DependencyUnavailable: the run cannot complete.
+        """
         if progress is not None:
-            progress.set_total(sum(counts.values()) + sum(n * (n - 1) // 2 for n in counts.values()))
+            progress.set_total(sum(len(s) for s in self.state.plan.values()) + self.state.pairs_expected())
         self.t0 = time.time()
         thread = threading.Thread(target=self._ingest, name="ingest", daemon=True)
         thread.start()
-        seen, next_write = 0, 0.0
-        while thread.is_alive() or not monitor.state.done(self.windows):
-            for letter in monitor.poll(0.05):
-                _drop_station(letter, monitor.state, self.control, self.topics, self.settings.key_prefix)
+        seen = 0
+        while True:
+            for letter in self.monitor.poll(0.05):
+                reason = self.check.claim(letter)
+                if reason:
+                    self.state.untrusted.append({"source": letter.source, "reason": f"not confirmed: {reason}"})
+            self._absorb_failures()
             self._check(fleet)
-            seen = _advance(progress, monitor.state, seen)
-            if time.monotonic() >= next_write:
-                collector.write_final(monitor.state.windows_of_pair)
-                next_write = time.monotonic() + 0.25
-        thread.join()
-        for failure in self.ingested[0].failed if self.ingested else ():  # never uploaded: never correlated
-            monitor.state.failed.add(failure)
-        return self._report(monitor.state)
+            seen = self._advance(progress, seen)
+            if not thread.is_alive() and not self.ingest_failure and self.state.stacker_done():
+                return
 
     def _check(self, fleet: Fleet) -> None:
-        if self.failure:
-            raise RunFailed(f"ingest failed: {self.failure[0]}") from self.failure[0]
-        fleet.check_alive()
+        if self.ingest_failure:
+            exc = self.ingest_failure[0]
+            raise RunFailed(f"ingest failed: {_reason(exc)}") from exc
+        watch_kafka(self.monitor.consumer)
+        KAFKA.check()
+        faults = self.settings.faults
+        fleet.supervise(faults.max_restarts, faults.restart_backoff_s)
         if time.time() - self.t0 > self.options.timeout_s:
-            raise RunFailed(f"the run did not finish within {self.options.timeout_s:.0f} s; see the worker logs")
+            raise RunFailed(f"the run did not finish within {self.options.timeout_s:.0f} s (--timeout)")
 
-    def _report(self, s: RunState) -> Report:
-        t0 = self.t0
-        ingested = self.ingested[0] if self.ingested else IngestReport()
+    def _absorb_failures(self) -> None:
+        """Station-windows that verifiably cannot be processed leave the plan; the broker learns the new count."""
+        for ident, reason in self.check.confirmed():
+            if reason is None:
+                self.state.untrusted.append(
+                    {"source": f"{ident[1]} in {ident[0]}", "reason": "not confirmed: its data preprocess fine here"}
+                )
+            else:
+                self.state.lost.add(ident)
+        self.state.lost.update(self.ingested.failed)
+        if len(self.state.lost) != self._lost_seen:
+            self._lost_seen = len(self.state.lost)
+            for window in sorted({w for w, _ in self.state.lost}):
+                directory = f"{self.ns}prep/{window}/"
+                event = DirectoryExpected(directory=directory, n_files=len(self.state.expected(window)))
+                produce_event(self.control, self.topics.files, directory, event)
+            self.control.poll(0)
+
+    def _advance(self, progress: Progress | None, seen: int) -> int:
+        ready = sum(len(v) for v in self.state.ready.values())
+        done = ready + self.state.stacked()
+        if progress is not None and done > seen:
+            progress.advance(done - seen, f"{ready} stations ready, {self.state.pairs_correlated} pairs correlated")
+        return max(done, seen)
+
+    # --- the report ------------------------------------------------------------------------------------------
+    def _missing(self) -> dict[str, object]:
+        v = self.verdict
+        if not v.planned:  # never judged (the run failed before the stacks could be read)
+            count = self.state.pairs_expected()
+            return {"count": count, "windows": sorted(self.state.plan), "pairs": []}
+        return {"count": v.missing_count, "windows": sorted({m["window"] for m in v.missing}), "pairs": v.missing}
+
+    def _report(self) -> Report:
+        s, t0 = self.state, self.t0 or time.time()
+        ingested = self.ingested
         last_arrival = ingested.last_arrival or t0
         report = Report(mode=self.options.mode)
-        report.stations = len({st for v in s.ready.values() for st in v})
+        report.stations = len({st for w in s.plan for st in s.expected(w)})
         report.windows = len(self.windows)
-        report.first_result_s = round(s.first_result_at - t0, 6) if s.first_result_at else None
+        report.pairs = sum(1 for (a, b), n in self.verdict.windows_of.items() if n > 0)
+        report.first_result_s = _since(s.first_result_at, t0) if s.first_result_at else None
         report.dead_letters = [{"source": d.source, "reason": d.reason} for d in ingested.dead_letters] + [
-            {"source": d.source, "reason": d.reason} for d in s.dead_letters if d.service != "ingest"
+            {"source": d.source, "reason": d.reason, "service": d.service}
+            for d in s.dead_letters
+            if d.service != "ingest"
         ]
-        report.skipped = s.skipped
+        report.untrusted = s.untrusted[:MAX_LISTED]
+        report.skipped = [{"window": w, "item": "pairs", "reason": f"{u.skipped} pairs without a common sub-window"}
+                          for w, u in sorted(s.stacks.items()) if u.skipped]  # fmt: skip
+        report.warnings = [w.to_dict() for w in self.inventory.warnings]  # merged duplicates, skipped symlinks
+        # A resumed run may have seen events of its earlier attempts: nothing counts before this attempt's clock.
         report.timings_s = {
-            "ingest": round(last_arrival - t0, 6),
-            "first_ready": round((s.first_ready_at or t0) - t0, 6),
-            "last_ready": round((s.last_ready_at or t0) - t0, 6),
-            "last_pair": round((s.last_pair_at or t0) - t0, 6),
-            "last_arrival_to_last_pair": round((s.last_pair_at or t0) - last_arrival, 6),
+            "ingest": _since(last_arrival, t0),
+            "first_ready": _since(s.first_ready_at or t0, t0),
+            "last_ready": _since(s.last_ready_at or t0, t0),
+            "last_pair": _since(s.last_pair_at or t0, t0),
+            "last_arrival_to_last_pair": _since(s.last_pair_at or t0, last_arrival),
         }
-        if len(ingested.arrivals) >= 2 and s.first_result_at:
+        arrivals = sorted(ingested.arrivals)
+        if len(arrivals) >= 2 and s.first_result_at:
             # the first pair needs two stations: time to the first CCF after the second raw arrival
-            report.timings_s["second_arrival"] = round(sorted(ingested.arrivals)[1] - t0, 6)
-            report.timings_s["first_result_after_two_arrivals"] = round(
-                s.first_result_at - sorted(ingested.arrivals)[1], 6
-            )
-        report.pair_times_s = [round(t - t0, 4) for t in sorted(s.timeline)]
+            report.timings_s["second_arrival"] = _since(arrivals[1], t0)
+            report.timings_s["first_result_after_two_arrivals"] = _since(s.first_result_at, arrivals[1])
+        report.pair_times_s = _pair_times(s.timeline, t0)
+        report.outputs = {
+            "results": str(self.output_dir / ROOT_NAME) if "zarr" in self.options.formats else None,
+            "ccfs": bucket_root(self.settings),
+            "stacks": str(self.output_dir),
+            "namespace": self.ns,
+            "logs": str(self.output_dir / "logs"),
+        }
         return report
 
 
-def _advance(progress: Progress | None, state: RunState, seen: int) -> int:
-    ready = sum(len(v) for v in state.ready.values())
-    done = ready + len(state.pairs)
-    if progress is not None and done > seen:
-        progress.advance(done - seen, f"{ready} stations ready, {len(state.pairs)} pairs")
-    return max(done, seen)
+def _pair_times(timeline: list[tuple[float, int]], t0: float, points: int = 2000) -> list[float]:
+    """When each pair was correlated (a row task's pairs share its time), thinned to at most ``points`` values."""
+    times = np.repeat([t for t, _ in sorted(timeline) if t >= t0], [n for t, n in sorted(timeline) if t >= t0])
+    step = max(1, times.size // points)
+    return [round(float(t) - t0, 4) for t in times[::step]]
 
 
-def _drop_station(letter: DeadLetter, state: RunState, control: Producer, topics: TopicNames, ns: str) -> None:
-    """A station-window failed to preprocess: lower its window's CnF count so the window can still commit.
+def _since(t: float, t0: float) -> float:
+    """Seconds from ``t0`` to ``t``, never negative."""
+    return round(max(0.0, t - t0), 6)
 
-    The dead letter's payload is the RawFileArrived that failed, which names the window.
-    """
-    try:
-        failed = decode(letter.payload.encode())
-    except EventDecodeError:
-        return
-    if not isinstance(failed, RawFileArrived):
-        return
-    window = failed.window
-    state.failed.add((window, failed.station))
-    state.expected[window] = max(0, state.expected.get(window, 0) - 1)
-    directory = f"{ns}prep/{window}/"
-    event = DirectoryExpected(directory=directory, n_files=state.expected[window])
-    produce_event(control, topics.files, directory, event)
-    control.flush(10)
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT or SIGTERM)"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,7 +1,7 @@
 """The record section: one normalised CCF per row, the picture seismologists look at first.
 
 Rows are sorted by inter-station distance when every trace has one in its SAC header (``dist``, set by
-:mod:`xcorrflow.sac` when station coordinates are known), else by the lag of each trace's peak. The x axis is
+:mod:`results.sac` when station coordinates are known), else by the lag of each trace's peak. The x axis is
 lag in seconds, ``τ = arrival(B) − arrival(A)`` (DESIGN.md §6), and each trace's peak (its maximum, the
 convention of the science contract) is marked.
 
@@ -13,7 +13,10 @@ Two renderings, chosen by the number of traces:
   they sit on.
 
 Reading a folder never fails on one bad file: files that are not SAC, empty traces and traces on another lag
-axis are listed in :attr:`Section.skipped` with their reason.
+axis are listed in :attr:`Section.skipped` with their reason. A result hierarchy (``results.zarr``, see
+:mod:`results.layout`) is read from its stacks directly (:func:`read_store_section`); above ``max_rows``
+pairs, whole stack chunks spread over the pair axis are read, so the picture of 134,940 pairs costs what 2,000
+do.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import zarr
+from obspy.geodetics import degrees2kilometers, locations2degrees
 from obspy.io.sac import SACTrace
 from obspy.io.sac.util import SacError
+
+from dsp.product import Coordinates
+from results.export import stack_rows, station_coordinates
+from results.zarrio import array, subgroup, values
 
 SortKey = Literal["auto", "distance", "lag"]
 WIGGLE_MAX = 60
@@ -112,6 +121,43 @@ def read_section(folder: Path) -> Section:
         else:
             skipped.append((f"{t.name}.sac", f"lag axis b={t.b} delta={t.delta} npts={t.data.size} differs"))
     return _section(kept, axis, skipped)
+
+
+def read_store_section(root: zarr.Group, *, max_rows: int = 2000) -> Section:
+    """The stacks of a result hierarchy as a :class:`Section` (at most about ``max_rows`` pairs).
+
+    Distances come from the stations group's coordinates (NaN where unknown).
+    """
+    group = subgroup(root, "stacks")
+    if group is None:
+        raise FileNotFoundError("the hierarchy holds no stacks")
+    kind = str(group.attrs.get("stack", "linear"))
+    linear = array(group, "linear")
+    step = linear.chunks[0]
+    chunks = -(-linear.shape[0] // step)
+    every = max(1, -(-chunks * step // max_rows))
+    traces: list[_Trace] = []
+    fs = float(group.attrs["fs"])  # type: ignore[arg-type]
+    positions = station_coordinates(root)
+    for rows in stack_rows(root, chunk_stride=every):
+        dist = _distances(rows.a, rows.b, positions)
+        for i in range(len(rows.a)):
+            if np.any(rows.values[i]) and np.all(np.isfinite(rows.values[i])):
+                traces.append(_Trace(f"{rows.a[i]}__{rows.b[i]}", rows.values[i].astype(np.float64), 0.0, 0.0,
+                                     float(dist[i]), int(rows.count[i]), kind))  # fmt: skip
+    lags = values(group, "lag")
+    axis = (float(lags[0]), 1.0 / fs, int(lags.size))
+    return _section(traces, axis, [])
+
+
+def _distances(a: list[str], b: list[str], positions: dict[str, Coordinates | None]) -> np.ndarray:
+    """Great-circle distances (km) of pairs, NaN where a station's position is unknown."""
+    nan = (np.nan, np.nan)
+    pa = np.array([(p.latitude, p.longitude) if (p := positions.get(x)) else nan for x in a], dtype=float)
+    pb = np.array([(p.latitude, p.longitude) if (p := positions.get(x)) else nan for x in b], dtype=float)
+    if not len(a):
+        return np.zeros(0)
+    return np.asarray(degrees2kilometers(locations2degrees(pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1])))
 
 
 def _read_one(path: Path) -> tuple[_Trace | None, str]:
@@ -237,10 +283,11 @@ def plot_record_section(
 
 
 def record_section(folder: Path, output: Path, **options: Any) -> Path:
-    """Read ``folder``'s SAC stacks and draw their record section into ``output`` (what ``make demo`` calls).
+    """Read ``folder``'s stacks and draw their record section into ``output`` (what ``make demo`` calls).
 
     Args:
-        folder: a folder of ``<A>__<B>.sac`` files; other files are skipped.
+        folder: a ``*.zarr`` result hierarchy, a folder holding ``results.zarr``, or a folder of
+            ``<A>__<B>.sac`` files (other files are skipped).
         output: the PNG to write.
         **options: passed to :func:`plot_record_section` (``sort``, ``max_lag``, ``velocity``, ``title``).
 
@@ -250,7 +297,22 @@ def record_section(folder: Path, output: Path, **options: Any) -> Path:
     Raises:
         FileNotFoundError: ``folder`` is not a directory. ValueError: it holds no usable trace.
     """
-    return plot_record_section(read_section(folder), output, **options).output
+    return plot_record_section(read_any(folder), output, **options).output
+
+
+def read_any(path: Path) -> Section:
+    """The section of a result hierarchy (``*.zarr``, or a folder holding ``results.zarr``) or a SAC folder.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither.
+    """
+    from results.layout import ROOT_NAME
+    from results.zarrio import open_root
+
+    hierarchy = path if path.suffix == ".zarr" else path / ROOT_NAME
+    if (hierarchy / "stacks").is_dir():
+        return read_store_section(open_root(hierarchy, read_only=True))
+    return read_section(path)
 
 
 def _wiggles(ax: object, lags: np.ndarray, data: np.ndarray, names: list[str], dist: np.ndarray, by: str) -> None:

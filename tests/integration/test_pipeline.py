@@ -13,7 +13,7 @@ import numpy as np
 import obspy
 import pytest
 
-from contracts.events import DirectoryCommitted, PairCorrelated
+from contracts.events import DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
 from producers.ingest import Ingestor
 from producers.inventory import scan_folder
@@ -60,7 +60,7 @@ def _truth(folder: Path) -> dict[str, int]:
 
 
 def _run(mode: str, inp: Path, out: Path, *, cleanup: bool = True) -> dict:  # type: ignore[type-arg]
-    args = ["run", "--mode", mode, "--input", str(inp), "--output", str(out), "--timeout", "300"]
+    args = ["run", "--mode", mode, "--input", str(inp), "--output", str(out), "--timeout", "300", "--format", "both"]
     assert main(args + (["--cleanup"] if cleanup and mode != "inprocess" else [])) == 0
     return json.loads((out / "report.json").read_text())
 
@@ -137,9 +137,16 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _results(stack: Settings, topics: TopicNames, n: int) -> list[PairCorrelated]:
-    events = read_events(stack, topics.results, until=lambda ev: len(ev) >= n, timeout=180, settle=3)
-    return [e for e in events if isinstance(e, PairCorrelated)]
+def _pairs(events: list) -> list[tuple[str, str, str, str]]:  # type: ignore[type-arg]
+    """(window, a, b, worker) of every pair the RowCorrelated events announce."""
+    return [
+        (e.window, *sorted((e.row, c)), e.worker) for e in events if isinstance(e, RowCorrelated) for c in e.columns
+    ]
+
+
+def _results(stack: Settings, topics: TopicNames, n: int) -> list[tuple[str, str, str, str]]:
+    events = read_events(stack, topics.results, until=lambda ev: len(_pairs(ev)) >= n, timeout=180, settle=3)
+    return _pairs(events)
 
 
 def test_correlate_group_splits_work_and_survives_kill_9(
@@ -150,16 +157,16 @@ def test_correlate_group_splits_work_and_survives_kill_9(
         expected = _expected_pairs(wide)
         _ingest_spread(stack, topics, unique, wide, spread=8.0)
         seen = lambda: read_events(stack, topics.results, until=lambda ev: True, timeout=5, settle=0)  # noqa: E731
-        wait_for(lambda: len(seen()) >= 40, "some pairs are done", timeout=120, interval=0.5)
+        wait_for(lambda: len(_pairs(seen())) >= 40, "some pairs are done", timeout=120, interval=0.5)
         workers["c1"].kill9()  # mid-run: its partitions move to c0 after the session timeout
         results = _results(stack, topics, len(expected))
     finally:
         for w in workers.values():
             w.stop()
-    done = Counter((e.window, e.a, e.b) for e in results)
+    done = Counter((w, a, b) for w, a, b, _ in results)
     assert set(done) == expected, "no pair lost"
     assert max(done.values()) == 1, "no pair published twice"
-    by_worker = Counter(e.worker for e in results)
+    by_worker = Counter(worker for *_, worker in results)
     assert set(by_worker) == {f"{unique}-0", f"{unique}-1"}, f"both correlators did work: {by_worker}"
 
 
@@ -181,7 +188,7 @@ def test_scheduler_restart_mid_run_loses_and_repeats_nothing(
     finally:
         for w in workers.values():
             w.stop()
-    done = Counter((e.window, e.a, e.b) for e in results)
+    done = Counter((w, a, b) for w, a, b, _ in results)
     assert set(done) == expected and max(done.values()) == 1
     tasks = read_events(stack, topics.pairs, until=lambda ev: True, settle=1)
     pairs = Counter((t.window, *sorted((t.row, c))) for t in tasks for c in t.columns)  # type: ignore[attr-defined]

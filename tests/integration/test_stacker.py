@@ -1,111 +1,102 @@
 """The stacker on the real Kafka and S3: stacks equal the mean over windows through kill -9 and restarts.
 
-CCF objects are built directly (row objects, as the correlators write them) with known content, and announced
-with PairCorrelated events from a plain producer, like an outside correlator would. The stacker runs as a
-process (``xcorrflow worker stack``), exactly what an operator starts.
+Each window's CCFs are written into its ccf array with known content, each task's manifest next to them, and
+announced with RowCorrelated events from a plain producer, as correlators would. The stacker runs as a process
+(``xcorrflow worker stack``), with tiny stack chunks and a tiny memory budget, so that a window is stacked in
+many groups and a kill -9 lands inside one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from obspy.io.sac import SACTrace
 
-from consumers.stackstate import StackerState
-from contracts.events import DeadLetter, DirectoryCommitted, PairCorrelated
+from contracts.events import DeadLetter, DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
-from dsp.ccf import encode_ccfs
-from dsp.correlate import CcfBatch, SkippedPair
 from dsp.product import Coordinates, StationProduct, encode_product
-from dsp.seed import pair_key
+from results.layout import pair_index, slots_for
+from results.manifest import TaskManifest, manifest_key
+from results.stacks import StackStore
+from results.windows import WindowStore
+from results.zarrio import bucket_root, open_root
 from storage import ObjectStore, open_store
-from storage.errors import ObjectNotFound
 from tests.integration.kafkatools import WorkerProcess, produce, read_events, wait_for
 
-STATIONS = [f"XS.S{i}..HHZ" for i in range(5)]  # S4 is in W2 only, and every pair with it is skipped
+STATIONS = [f"XS.S{i:02d}..HHZ" for i in range(14)]  # registry order; the last one is in window 2 only
+DEAD = STATIONS[-1]  # every pair with it is skipped (no common sub-window)
 WINDOWS = ["20240101T000000Z", "20240101T010000Z", "20240101T020000Z", "20240101T030000Z"]
 COORDS = {s: Coordinates(45.0 + 0.1 * i, 7.0 + 0.2 * i, 10.0 * i) for i, s in enumerate(STATIONS)}
+SMALL = {"XCORRFLOW_STACK_CHUNK_PAIRS": "4", "XCORRFLOW_STACK_MEMORY_MB": "1"}  # groups of ~8 chunks
 
 
 class Deployment:
-    """One namespace's objects and events: what correlators would have left in the store and the topics."""
+    """One namespace's objects and events: what correlators leave in the store and the topics."""
 
     def __init__(self, stack: Settings, topics: TopicNames, ns: str) -> None:
         self.stack, self.topics, self.ns = stack, topics, ns
         self.store: ObjectStore = open_store(stack)
         self.params = stack.processing
-        self.ccfs: dict[tuple[str, str], np.ndarray] = {}  # (window, pair) -> CCF
+        self.settings = stack.model_copy(update={"namespace": ns.rstrip("/")})
+        self.windows = WindowStore(open_root(bucket_root(self.settings), self.settings), self.params)
+        self.ccfs: dict[tuple[str, int], np.ndarray] = {}  # (window, canonical pair) -> CCF
 
-    def write_window(
-        self, window: str, stations: list[str], seed: int, dead: str = ""
-    ) -> dict[str, list[tuple[str, PairCorrelated]]]:
-        """Products and row objects of a window, as correlators write them; returns the events per object.
-
-        Pairs with station ``dead`` are skipped (no CCF, a PairCorrelated with a reason and no key).
-        """
+    def write_window(self, window: str, stations: list[str], seed: int) -> list[tuple[str, RowCorrelated]]:
+        """Products, CCF chunks and manifests of a window's row tasks; returns their RowCorrelated events."""
         rng = np.random.default_rng(seed)
-        for s in stations:
-            self.store.put(f"{self.ns}prep/{window}/{s}.npz", encode_product(_product(s, window, self.params)))
         n_lags = 2 * self.params.maxlag + 1
-        events: dict[str, list[tuple[str, PairCorrelated]]] = {}
-        for i, row in enumerate(stations[:-1]):
-            cols = stations[i + 1 :]
-            pairs = tuple((row, c) for c in cols if dead not in (row, c))
-            skipped = tuple(SkippedPair(row, c, "no common valid sub-window") for c in cols if dead in (row, c))
-            ccfs = rng.standard_normal((len(pairs), n_lags)).astype(np.float32)
-            batch = CcfBatch(window, self.params.target_fs, self.params.maxlag, pairs, ccfs, np.full(len(pairs), 5),
-                             skipped)  # fmt: skip
-            digest = hashlib.sha1("\n".join(cols).encode()).hexdigest()[:12]
-            key = f"{self.ns}ccf/{window}/{row}.r{digest}.npz"
-            self.store.put(key, encode_ccfs(batch))
-            events[key] = []
-            for (a, b), ccf in zip(batch.pairs, ccfs, strict=True):
-                self.ccfs[(window, pair_key(a, b))] = ccf
-                ev = PairCorrelated(window=window, a=a, b=b, key=key, n_subwindows=5)
-                events[key].append((f"{window}/{pair_key(a, b)}", ev))
-            for sk in skipped:
-                ev = PairCorrelated(window=window, a=sk.a, b=sk.b, key="", n_subwindows=0, skipped=sk.reason)
-                events[key].append((f"{window}/{pair_key(sk.a, sk.b)}", ev))
+        for s in stations:
+            self.store.put(f"{self.ns}prep/{window}/{s}.npz", encode_product(_product(s, window)))
+        events, slot = [], 0
+        for k, row in enumerate(stations[1:], start=1):
+            cols = stations[:k]
+            n_common = [0 if DEAD in (row, c) else 5 for c in cols]
+            ccfs = rng.standard_normal((len(cols), n_lags)).astype(np.float32)
+            ccfs[np.array(n_common) == 0] = np.nan
+            self.windows.ensure(window, slot + slots_for(len(cols)))
+            self.windows.write(window, slot, ccfs)
+            index = {s: STATIONS.index(s) for s in [row, *cols]}
+            pairs = [pair_index(index[row], index[c]) for c in cols]
+            for p, ccf, n in zip(pairs, ccfs, n_common, strict=True):
+                if n:
+                    self.ccfs[(window, p)] = ccf
+            key = manifest_key(self.ns, window, row, slot)
+            skipped = {c: "no common valid sub-window" for c, n in zip(cols, n_common, strict=True) if not n}
+            manifest = TaskManifest(window, row, slot, cols, pairs, n_common, index=index, skipped=skipped)
+            self.store.put(key, manifest.encode())
+            event = RowCorrelated(window=window, row=row, slot=slot, pairs=len(cols), columns=cols, manifest=key)
+            events.append((f"{window}/{row}", event))
+            slot += slots_for(len(cols))
         return events
 
-    def announce(self, items: list[tuple[str, PairCorrelated]]) -> None:
-        """Publish PairCorrelated events on the results topic."""
+    def announce(self, items: list[tuple[str, RowCorrelated]]) -> None:
+        """Publish RowCorrelated events on the results topic."""
         produce(self.stack, self.topics.results, items)  # type: ignore[arg-type]
 
-    def commit_directory(self, window: str, stations: list[str]) -> None:
-        """Publish the DirectoryCommitted of a window's products (how the stacker learns its pair count)."""
+    def commit_directory(self, window: str, stations: list[str], extra: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Publish the DirectoryCommitted of a window's products (``extra``: listed files that do not exist)."""
         directory = f"{self.ns}prep/{window}/"
-        files = [f"{directory}{s}.npz" for s in stations]
-        produce(
-            self.stack,
-            self.topics.commits,
-            [(directory, DirectoryCommitted(directory=directory, files=files, rule="n_files"))],
-        )
+        files = [f"{directory}{s}.npz" for s in [*stations, *extra]]
+        commit = DirectoryCommitted(directory=directory, files=files, rule="n_files")
+        produce(self.stack, self.topics.commits, [(directory, commit)])
 
-    def stack_of(self, pair: str) -> SACTrace | None:
-        """The stacker's SAC of ``pair``, or None before its first flush."""
-        try:
-            return SACTrace.read(io.BytesIO(self.store.get(f"{self.ns}stacks/{pair}.sac")))
-        except ObjectNotFound:
-            return None
+    def stacks(self) -> StackStore:
+        """The stacks as they are in the store now."""
+        return StackStore(open_root(bucket_root(self.settings), self.settings), self.params)
 
-    def windows_in(self, pairs: list[str]) -> list[int]:
-        """The window count (``user0``) of each pair's SAC (0 before its first flush)."""
-        traces = [self.stack_of(p) for p in pairs]
-        return [int(t.user0) if t is not None else 0 for t in traces]
+    def counts(self) -> np.ndarray:
+        """Windows per pair in the stacks (empty before the first registration)."""
+        return self.stacks().counts()
 
-    def expected_mean(self, pair: str, windows: list[str]) -> np.ndarray:
-        """The mean CCF of ``pair`` over ``windows``."""
-        return np.mean([self.ccfs[(w, pair)].astype(np.float64) for w in windows], axis=0)
+    def expected_mean(self, p: int, windows: list[str]) -> np.ndarray | None:
+        """The mean CCF of canonical pair ``p`` over ``windows`` (None when it never had one)."""
+        found = [self.ccfs[(w, p)].astype(np.float64) for w in windows if (w, p) in self.ccfs]
+        return np.mean(found, axis=0) if found else None
 
 
-def _product(seed_id: str, window: str, params: object) -> StationProduct:
+def _product(seed_id: str, window: str) -> StationProduct:
     return StationProduct(
         seed_id=seed_id, window=window, fs=20.0, nfft=64, k0=1, cc_len=32, step=16,
         spectra=np.zeros((1, 4), np.complex64), valid=np.ones(1, bool), gap_fraction=np.zeros(1, np.float32),
@@ -124,11 +115,10 @@ def deployment(stack: Settings, topics: TopicNames, unique: str) -> Iterator[Dep
 @pytest.fixture
 def stacker(unique: str, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     workers: list[WorkerProcess] = []
-    args = ["stack", "--topic-prefix", unique, "--namespace", unique, "--flush-interval", "0.5"]
-    args += ["--checkpoint-interval", "3600"]  # only window completions checkpoint: replay is what is tested
+    args = ["stack", "--topic-prefix", unique, "--namespace", unique]
 
     def start() -> WorkerProcess:
-        worker = WorkerProcess(args, log=tmp_path / "stack.log").start().wait_log("stacker ready", 90)
+        worker = WorkerProcess(args, env=SMALL, log=tmp_path / "stack.log").start().wait_log("stack ready", 90)
         workers.append(worker)
         return worker
 
@@ -137,11 +127,13 @@ def stacker(unique: str, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         worker.stop()
 
 
-PAIRS = [pair_key(a, b) for i, a in enumerate(STATIONS[:4]) for b in STATIONS[i + 1 : 4]]
+N4 = len(STATIONS) - 1  # stations in windows 1, 3 and 4
+PAIRS4 = N4 * (N4 - 1) // 2
 
 
-def _flat(events: dict[str, list[tuple[str, PairCorrelated]]]) -> list[tuple[str, PairCorrelated]]:
-    return [item for items in events.values() for item in items]
+def _stacked(dep: Deployment, n: int) -> bool:
+    counts = dep.counts()
+    return counts.size >= PAIRS4 and bool((counts[:PAIRS4] == n).all())
 
 
 def test_stacks_survive_kill_9_between_and_within_windows(
@@ -149,81 +141,83 @@ def test_stacks_survive_kill_9_between_and_within_windows(
     topics: TopicNames,
     deployment: Deployment,
     stacker,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     dep = deployment
     w1, w2, w3, w4 = WINDOWS
     first = stacker()
 
-    # Window 1 complete: its checkpoint (state + offsets) is written at completion.
-    ev1 = dep.write_window(w1, STATIONS[:4], seed=1)
-    dep.announce(_flat(ev1))
-    dep.commit_directory(w1, STATIONS[:4])
-    wait_for(lambda: dep.windows_in(PAIRS) == [1] * 6, "window 1 is in every stack", timeout=60)
-    wait_for(lambda: dep.store.exists(f"{dep.ns}stacks/_stacker/state.npz"), "the state is checkpointed", 30)
+    dep.announce(dep.write_window(w1, STATIONS[:N4], seed=1))
+    dep.commit_directory(w1, STATIONS[:N4])
+    wait_for(lambda: _stacked(dep, 1), "window 1 is in every stack", timeout=90)
     first.kill9()
 
     # Window 2 arrives while the stacker is down, with a replay of window 1's events (a duplicate publisher).
-    ev2 = dep.write_window(w2, STATIONS, seed=2, dead=STATIONS[4])
-    dep.announce(_flat(ev2) + _flat(ev1))
+    ev2 = dep.write_window(w2, STATIONS, seed=2)
+    dep.announce(ev2 + dep.write_window(w1, STATIONS[:N4], seed=1))
     dep.commit_directory(w2, STATIONS)
     second = stacker()
-    wait_for(lambda: dep.windows_in(PAIRS) == [2] * 6, "window 2 is in every stack", timeout=60)
+    wait_for(lambda: _stacked(dep, 2), "window 2 is in every stack", timeout=90)
 
-    # Window 3: half its objects, a periodic flush (stacks ahead of the last checkpoint), kill -9, the rest.
-    ev3 = dep.write_window(w3, STATIONS[:4], seed=3)
-    objects = list(ev3)
-    dep.announce(ev3[objects[0]])
-    early = [pair_key(a, b) for _, e in ev3[objects[0]] for a, b in [(e.a, e.b)]]
-    wait_for(lambda: dep.windows_in(early) == [3] * len(early), "part of window 3 is flushed", timeout=60)
+    # Window 3: kill -9 as soon as its first group is being stacked, then again while the rest is.
+    dep.announce(dep.write_window(w3, STATIONS[:N4], seed=3))
+    dep.commit_directory(w3, STATIONS[:N4])
+    log = tmp_path / "stack.log"
+    wait_for(lambda: f"stacking window {w3}" in log.read_text(), "window 3's first group", timeout=90)
     second.kill9()
-    dep.announce([item for key in objects[1:] for item in ev3[key]])
-    dep.commit_directory(w3, STATIONS[:4])
+    third = stacker()
+    wait_for(lambda: log.read_text().count(f"stacking window {w3}") >= 3, "more of window 3", timeout=90)
+    third.kill9()
     stacker()
-    wait_for(lambda: dep.windows_in(PAIRS) == [3] * 6, "window 3 is in every stack", timeout=60)
+    wait_for(lambda: _stacked(dep, 3), "window 3 is in every stack", timeout=90)
 
-    # Window 4: a stack that lost (or doubled) part of window 3 in its state, behind SACs written before the
-    # kill, shows it now.
-    dep.announce(_flat(dep.write_window(w4, STATIONS[:4], seed=4)))
-    dep.commit_directory(w4, STATIONS[:4])
-    wait_for(lambda: dep.windows_in(PAIRS) == [4] * 6, "window 4 is in every stack", timeout=60)
-    time.sleep(2.0)  # a late double count would show up as a fifth window
+    dep.announce(dep.write_window(w4, STATIONS[:N4], seed=4))
+    dep.commit_directory(w4, STATIONS[:N4])
+    wait_for(lambda: _stacked(dep, 4), "window 4 is in every stack", timeout=90)
     _assert_stacks(dep, [w1, w2, w3, w4])
     letters = read_events(stack, topics.dlq, until=lambda ev: True, timeout=5, settle=1)
     assert not [e for e in letters if isinstance(e, DeadLetter)], letters
 
 
 def _assert_stacks(dep: Deployment, windows: list[str]) -> None:
-    for pair in PAIRS:
-        trace = dep.stack_of(pair)
-        assert trace is not None and int(trace.user0) == len(windows), pair
-        np.testing.assert_allclose(trace.data, dep.expected_mean(pair, windows), rtol=1e-5, atol=1e-6)
-        assert trace.b == pytest.approx(-dep.params.maxlag_s) and trace.delta == pytest.approx(1 / dep.params.target_fs)
-        a, b = pair.split("__")
-        assert trace.evla == pytest.approx(COORDS[a].latitude) and trace.stlo == pytest.approx(COORDS[b].longitude)
-        assert trace.dist is not None and trace.dist > 0
-    assert all(dep.stack_of(pair_key(a, STATIONS[4])) is None for a in STATIONS[:4]), "skipped pairs have no stack"
+    stacks = dep.stacks()
+    counts = stacks.counts()
+    a, b = stacks.labels_of(0, stacks.n_pairs)
+    for k in range(stacks.n_chunks):
+        chunk = stacks.read(k)
+        for row, n in enumerate(chunk.count):
+            p = k * stacks.chunk_pairs + row
+            expected = dep.expected_mean(p, windows)
+            if expected is None:
+                assert n == 0 and (DEAD in (a[p], b[p])), f"pair {p} has no CCF and no stack"
+                continue
+            assert counts[p] == len(windows), (a[p], b[p], counts[p])
+            np.testing.assert_allclose(chunk.linear[row], expected, rtol=1e-5, atol=1e-6)
+    assert stacks.stations() == STATIONS
 
 
-def test_an_unreadable_object_is_dead_lettered_and_its_window_still_completes(
+def test_a_missing_manifest_is_dead_lettered_and_the_groups_without_it_are_stacked(
     stack: Settings,
     topics: TopicNames,
     deployment: Deployment,
     stacker,  # type: ignore[no-untyped-def]
 ) -> None:
+    """10 stations, 45 pairs. Row 9's manifest is lost: station 9 is never registered and its pairs (36-44)
+    never arrive. Everything below them is known complete, so it is stacked; nothing waits on the ghost listed
+    in the commit, and the window is not declared complete."""
     dep = deployment
     w = WINDOWS[0]
-    events = dep.write_window(w, STATIONS[:4], seed=5)
-    broken = next(iter(events))  # row S0: pairs S0-S1, S0-S2, S0-S3
-    dep.store.put(broken, b"not a CCF batch")
+    events = dep.write_window(w, STATIONS[:10], seed=5)
+    lost = events[-1][1]
+    dep.store.delete(lost.manifest)
+    forged = lost.model_copy(update={"manifest": f"{dep.ns}tasks/{w}/../x.json"})
     stacker()
-    dep.announce(_flat(events))
-    dep.commit_directory(w, STATIONS[:4])
-    good = [p for p in PAIRS if not p.startswith(f"{STATIONS[0]}__")]
-    wait_for(lambda: dep.windows_in(good) == [1] * len(good), "the readable pairs are stacked", timeout=60)
-    state_key = f"{dep.ns}stacks/_stacker/state.npz"
-    wait_for(lambda: dep.store.exists(state_key), "the window's checkpoint", timeout=30)
-    state = StackerState.decode(dep.store.get(state_key))
-    assert state.windows[w].done and len(state.windows[w].skipped) == 3
-    letters = read_events(stack, topics.dlq, until=lambda ev: len(ev) >= 3, timeout=30)
-    assert len(letters) == 3 and all(isinstance(e, DeadLetter) and e.source == broken for e in letters)
-    assert all(dep.stack_of(p) is None for p in PAIRS if p.startswith(f"{STATIONS[0]}__"))
+    dep.announce([*events, (f"{w}/x", forged)])
+    dep.commit_directory(w, STATIONS[:10], extra=["XS.GHOST..HHZ"])  # a listed product that does not exist
+    wait_for(lambda: dep.counts().size >= 36 and bool((dep.counts()[:36] == 1).all()), "rows 1-8", timeout=90)
+    letters = read_events(stack, topics.dlq, until=lambda ev: len(ev) >= 2, timeout=30)
+    reasons = sorted(e.reason for e in letters if isinstance(e, DeadLetter))
+    assert [r.split(":")[0] for r in reasons] == ["ObjectNotFound", "ValueError"], reasons
+    assert dep.counts().size == 36, "the station whose row was lost is not in the stacks"
+    updates = read_events(stack, topics.stacks, until=lambda ev: True, timeout=5, settle=1)
+    assert updates and not any(getattr(u, "complete", False) for u in updates), "the window is not complete"

@@ -99,6 +99,18 @@ def test_deadline_commits_partial_with_what_is_there() -> None:
     assert not c.tick(now=1000.0).commits, "committed exactly once"
 
 
+def test_next_deadline_is_the_earliest_open_one() -> None:
+    c = core()
+    assert c.next_deadline == float("inf"), "nothing open"
+    c.handle(fc("fixed/a/", "x1"), now=50.0)
+    assert c.next_deadline == float("inf"), "a rule without a deadline sets none"
+    c.handle(fc("prep/w2/", "a"), now=100.0)
+    c.handle(fc("prep/w1/", "a"), now=120.0)
+    assert c.next_deadline == 160.0
+    c.tick(now=160.0)  # w2 commits partial at its deadline
+    assert c.next_deadline == 180.0
+
+
 def test_on_close_announces_each_file_and_never_commits_the_directory() -> None:
     c = core()
     effects = run(c, [fc("single/", "a"), fc("single/", "b"), fc("single/", "a")])

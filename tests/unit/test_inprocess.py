@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import obspy
 import pytest
+import xarray as xr
 
 from xcorrflow.cli import main
 
@@ -33,7 +34,7 @@ def test_folder_with_mixed_rates_gap_and_junk(
     (inp / "README.txt").write_text("not seismic data")
     (inp / "broken.mseed").write_bytes((inp / "XF.S001.00.HHZ__20240101T000000Z.mseed").read_bytes()[:5000])
 
-    assert main(["run", "--mode", "inprocess", "--input", str(inp), "--output", str(out)]) == 0
+    assert main(["run", "--mode", "inprocess", "--input", str(inp), "--output", str(out), "--format", "both"]) == 0
 
     report = json.loads((out / "report.json").read_text())
     for key in ("mode", "stations", "windows", "pairs", "first_result_s", "makespan_s", "dead_letters"):
@@ -53,7 +54,9 @@ def test_folder_with_mixed_rates_gap_and_junk(
         assert sac.evla == pytest.approx(truth["stations"][a]["latitude"], abs=1e-5)
         assert sac.stla == pytest.approx(truth["stations"][b]["latitude"], abs=1e-5)
         assert sac.kevnm == a and sac.kstnm == b.split(".")[1]
-    assert (out / "ccf" / "20240101T000000Z.npz").exists()
+    ccfs = xr.open_zarr(out / "results.zarr", group="windows/20240101T000000Z", consolidated=False)
+    held = {str(p) for p in ccfs.pair.values if p}
+    assert held == set(truth["pairs"]), "the window's CCFs are kept, each slot labelled with its pair"
 
 
 @pytest.mark.parametrize("mode", ["streaming", "cnf", "barrier"])
@@ -72,8 +75,9 @@ def test_phase_weighted_stack_mode(
 ) -> None:
     monkeypatch.setenv("XCORRFLOW_PROCESSING__STACK", "pws")
     out = tmp_path / "out"
-    assert main(["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out), "--no-ccfs"]) == 0
-    assert not (out / "ccf").exists()
+    args = ["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out), "--no-ccfs", "--format"]
+    assert main([*args, "both"]) == 0
+    assert not (out / "results.zarr" / "windows").exists()
     for key, pair in list(truth["pairs"].items())[:5]:
         tr = obspy.read(str(out / f"{key}.sac"))[0]
         assert tr.stats.sac.kinst == "pws" and int(np.argmax(tr.data)) - 2000 == pair["lag_samples"]

@@ -62,7 +62,7 @@ def snr(ccf: np.ndarray, fs: float) -> tuple[float, float]:
 def test_real_day_of_three_stations(tmp_path: Path) -> None:
     settings = Settings()
     data = fetch_msnoise_data(settings.cache_dir / "msnoise")
-    report = run_inprocess(data, tmp_path, settings, keep_ccfs=False)
+    report = run_inprocess(data, tmp_path, settings, keep_ccfs=False, formats=("sac",))
     assert (report.stations, report.windows, report.pairs, report.dead_letters) == (3, 24, 3, [])
     results = {}
     for sac in sorted(tmp_path.glob("*.sac")):

@@ -13,7 +13,7 @@ from obspy.io.sac import SACTrace
 from obspy.io.sac import header as sac_header
 
 from dsp.product import Coordinates
-from xcorrflow.sac import ccf_sac_bytes, write_sac
+from results.sac import ccf_sac_bytes, write_sac
 
 A, B = "XF.S000.00.HHZ", "XF.S001..BHZ"
 CA = Coordinates(latitude=45.1, longitude=6.2, elevation_m=812.0)

@@ -160,3 +160,53 @@ def test_any_accepted_pair_parses_back_to_itself(a: str, b: str) -> None:
     except InvalidKey:
         return
     assert keys.parse_pair(name) == (a, b)
+
+
+def test_key_under_returns_the_segments_below_the_prefix() -> None:
+    key = f"run1/prep/{W}/{A}.npz"
+    assert keys.key_under("run1/prep/", key) == (W, f"{A}.npz")
+    assert keys.key_under("run1/prep", key, segments=2) == (W, f"{A}.npz")  # the trailing '/' is optional
+    assert keys.key_under("", "a") == ("a",)  # the empty prefix is the whole store
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"run2/prep/{W}/{A}.npz",  # another namespace
+        f"run1/prepx/{W}/{A}.npz",  # a sibling whose name starts like the prefix
+        "run1/prep",  # the prefix itself
+        f"run1/prep/../raw/{W}/{A}.mseed",  # climbs out
+        f"run1/prep/{W}/../../raw/{A}.mseed",
+        f"run1/prep//{A}.npz",
+        f"/run1/prep/{W}/{A}.npz",
+        f"run1/prep/{W}/.{A}.npz",  # hidden: a store's own bookkeeping
+        f"run1/prep/{W}/caf\u00e9.npz",
+        f"run1/prep/{W}/" + "x" * 1100,
+        *[f"run1/prep/{bad}" for bad in BAD_KEYS],
+    ],
+    ids=repr,
+)
+def test_key_under_refuses_keys_outside_or_malformed(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        keys.key_under("run1/prep/", key)
+
+
+def test_key_under_refuses_other_shapes_and_types() -> None:
+    with pytest.raises(InvalidKey, match="expected 2 segment"):
+        keys.key_under("run1/prep/", f"run1/prep/{W}/sub/{A}.npz", segments=2)
+    for not_a_key in (None, 42, [f"run1/prep/{W}/{A}.npz"], b"run1/prep/x"):
+        with pytest.raises(InvalidKey, match="must be a str"):
+            keys.key_under("run1/prep/", not_a_key)
+    with pytest.raises(InvalidKey):
+        keys.key_under("../run1/", "run1/x")
+
+
+@given(st.text(max_size=60))
+def test_key_under_accepts_only_keys_that_stay_inside(suffix: str) -> None:
+    key = "ns/prep/" + suffix
+    try:
+        parts = keys.key_under("ns/prep/", key)
+    except InvalidKey:
+        return
+    assert "/".join(parts) == suffix and all(p and not p.startswith(".") for p in parts)
+    assert keys.validate_key(key) == key

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.correlate_workers} correlators -> SAC stacks in {out}"
     )
     progress = Progress(1, label=args.mode)
-    options = RunOptions(mode=args.mode, correlate_workers=args.correlate_workers)
+    options = RunOptions(mode=args.mode, correlate_workers=args.correlate_workers, fresh=True, formats=("zarr", "sac"))
     report = run_pipeline(data, out, settings, progress, options)
     progress.close()
     write_report(out / "report.json", report)

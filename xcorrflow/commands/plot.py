@@ -1,4 +1,4 @@
-"""``xcorrflow plot``: the record section of a folder of SAC stacks (e.g. the output of ``xcorrflow run``)."""
+"""``xcorrflow plot``: the record section of a run's stacks (its results.zarr, or a folder of SAC stacks)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(else by the lag of the peak), lag in seconds on x, each peak marked. Wiggles up to 60 traces, an "
         "image above. Files that are not SAC traces are skipped and listed.",
     )
-    p.add_argument("input", type=Path, metavar="IN", help="folder of <A>__<B>.sac files")
+    p.add_argument(
+        "input", type=Path, metavar="IN", help="a run's OUT folder or results.zarr, or a folder of <A>__<B>.sac files"
+    )
     p.add_argument("--output", type=Path, default=None, help="PNG to write (default: IN/record_section.png)")
     p.add_argument("--sort", choices=["auto", "distance", "lag"], default="auto", help="row order (default: auto)")
     p.add_argument("--max-lag", type=float, default=None, help="lag range ±S seconds (default: around the peaks)")
@@ -29,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the PNG; returns 0, or 1 when the folder holds no usable trace."""
-    from xcorrflow.plot import plot_record_section, read_section
+    from xcorrflow.plot import plot_record_section, read_any
 
     if not args.input.is_dir():
         raise CommandError(f"plot: {args.input} is not a folder")
-    section = read_section(args.input)
+    section = read_any(args.input)
     for name, reason in section.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if not len(section):

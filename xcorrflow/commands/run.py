@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # the science and Kafka stacks load only when a run starts, s
     from xcorrflow.report import Report
 
 MODES = ("streaming", "cnf", "barrier", "inprocess")
+FORMATS = ("zarr", "sac", "both")
 REPORT_NAME = "report.json"
 
 # A runner takes (input_dir, output_dir, settings, progress) and returns the report; Kafka modes plug in here.
@@ -41,7 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     env_flag(p, "--input", "XCORRFLOW_RUN_INPUT", None, "folder of MiniSEED files", Path)
     env_flag(p, "--output", "XCORRFLOW_RUN_OUTPUT", None, "output folder", Path)
-    p.add_argument("--no-ccfs", action="store_true", help="do not keep per-window CCFs (OUT/ccf/<window>.npz)")
+    env_flag(
+        p,
+        "--format",
+        "XCORRFLOW_RUN_FORMAT",
+        "zarr",
+        "what OUT gets: zarr (OUT/results.zarr, opened by xarray), sac (OUT/<A>__<B>.sac), or both",
+        choices=FORMATS,
+    )
+    p.add_argument("--no-ccfs", action="store_true", help="inprocess: do not keep per-window CCFs in results.zarr")
     env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "inprocess: threads for the kernel's inverse FFTs", int)
     env_flag(p, "--preprocess-workers", "XCORRFLOW_RUN_PREPROCESS_WORKERS", 1, "pipeline: preprocess workers", int)
     env_flag(p, "--correlate-workers", "XCORRFLOW_RUN_CORRELATE_WORKERS", 1, "pipeline: correlators", int)
@@ -51,16 +61,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cleanup", action="store_true", help="pipeline: delete the run's objects and topics once OUT is written"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="pipeline: start a new run even if OUT holds an unfinished one (by default the same command resumes it)",
+    )
     p.set_defaults(func=run)
 
 
 def runner_for(mode: str, args: argparse.Namespace) -> Runner:
     """The function that runs ``mode`` with the command's options."""
+    formats = ("zarr", "sac") if args.format == "both" else (args.format,)
     if mode == "inprocess":
         from xcorrflow.inprocess import run_inprocess
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
-            return run_inprocess(inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers)
+            return run_inprocess(
+                inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers, formats=formats
+            )
 
         return inprocess
     from xcorrflow.pipeline import RunOptions, run_pipeline
@@ -73,6 +91,8 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         shuffle_seed=args.shuffle_seed,
         timeout_s=args.timeout,
         cleanup=args.cleanup,
+        fresh=args.fresh,
+        formats=formats,
     )
 
     def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
@@ -92,7 +112,7 @@ def _require_stack(settings: Settings, mode: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen mode and write the report; returns 0, or 1 when no pair could be correlated."""
+    """Run the chosen mode and write the report; returns 0 when the run is complete, 1 otherwise."""
     if args.input is None or args.output is None:
         raise ModeUnavailable(args.mode, "--input and --output are required")
     runner = runner_for(args.mode, args)
@@ -105,12 +125,21 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.tuning)
     progress = Progress(1, label=args.mode)
-    report = runner(args.input, args.output, settings, progress)
-    progress.close()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped run still writes its report
+    try:
+        report = runner(args.input, args.output, settings, progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
     write_report(args.output / REPORT_NAME, report)
+    state = "" if report.complete else f" INCOMPLETE ({report.reason})"
     print(
         f"{report.mode}: {report.stations} channels, {report.windows} windows, {report.pairs} pairs, "
-        f"{len(report.dead_letters)} dead letters, {report.makespan_s:.1f} s -> {args.output}",
+        f"{len(report.dead_letters)} dead letters, {report.makespan_s:.1f} s -> {args.output}{state}",
         file=sys.stderr,
     )
-    return 0 if report.pairs > 0 else 1
+    return 0 if report.complete and report.pairs > 0 else 1
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt

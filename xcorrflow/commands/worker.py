@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preprocess.set_defaults(func=run_preprocess)
     schedule.set_defaults(func=run_scheduler)
     _register_stack(services)
+    latency = services.add_parser("latency", help="latency tracker: raw arrival → all pairs of a station done")
+    _common(latency)
+    latency.set_defaults(func=run_latency)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -98,11 +101,17 @@ def run_broker(args: argparse.Namespace) -> int:
 def run_scheduler(args: argparse.Namespace) -> int:
     """Run the pair scheduler."""
     from consumers.scheduler import PairScheduler
+    from results.windows import WindowStore
+    from results.zarrio import bucket_root, open_root
+    from storage import open_store
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
-    scheduler = PairScheduler(settings, topics, args.mode, windows_expected=args.windows)
+    windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
+    scheduler = PairScheduler(
+        settings, topics, args.mode, windows_expected=args.windows, store=open_store(settings), windows=windows
+    )
     return run_service("scheduler", scheduler, settings, {"mode": args.mode})
 
 
@@ -122,15 +131,19 @@ def run_correlator(args: argparse.Namespace) -> int:
     """Run one correlator (start more for more throughput, up to the pairs topic's partitions)."""
     from consumers.correlator import Correlator
     from producers.worker import group_name
+    from results.windows import WindowStore
+    from results.zarrio import bucket_root, open_root
     from storage import open_store
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
+    windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
     worker = Correlator(
         settings,
         topics,
         open_store(settings),
+        windows,
         group=group_name("correlate", args.topic_prefix),
         worker_id=args.worker_id,
         threads=args.threads,
@@ -139,29 +152,42 @@ def run_correlator(args: argparse.Namespace) -> int:
 
 
 def _register_stack(services: argparse._SubParsersAction) -> None:
-    stack = services.add_parser("stack", help="stacker: PairCorrelated → running stacks in stacks/<A>__<B>.sac")
+    stack = services.add_parser("stack", help="stacker: RowCorrelated → running stacks (zarr) in the results store")
     stack.add_argument(
-        "--flush-interval", type=float, default=30.0, help="seconds between SAC flushes of dirty pairs (and at windows)"
+        "--stacks",
+        default=os.environ.get("XCORRFLOW_STACKS"),
+        help="where the stacks go: s3://bucket/prefix.zarr or a local folder.zarr (env: XCORRFLOW_STACKS; "
+        "default: the namespace's results.zarr in the bucket, beside the windows' CCFs)",
     )
-    stack.add_argument(
-        "--checkpoint-interval", type=float, default=300.0, help="seconds between state checkpoints (and at windows)"
-    )
-    stack.add_argument("--threads", type=int, default=32, help="parallel object-store requests")
     _common(stack)
     stack.set_defaults(func=run_stacker)
 
 
 def run_stacker(args: argparse.Namespace) -> int:
-    """Run the stacker (one per namespace: every partition of the results topic feeds every stack)."""
-    from consumers.stacker import Stacker, StackerOptions
-    from consumers.stackwriter import open_stacker_store
+    """Run the stacker (one per namespace: every task of every window feeds the stacks)."""
+    from consumers.stacker import Stacker
+    from results.stacks import StackStore
+    from results.windows import WindowStore
+    from results.zarrio import bucket_root, open_root
+    from storage import open_store
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
+    root = open_root(args.stacks or bucket_root(settings), settings)
+    stacks = StackStore(root, settings.processing, chunk_pairs=settings.stack_chunk_pairs)
+    stacker = Stacker(settings, topics, open_store(settings), windows, stacks, memory_mb=settings.stack_memory_mb)
+    return run_service("stack", stacker, settings)
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """Run the station-latency tracker (one per namespace: it must see every partition)."""
+    from consumers.latency import LatencyTracker
     from producers.worker import group_name
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
-    options = StackerOptions(args.flush_interval, args.checkpoint_interval, args.threads)
-    group = group_name("stack", args.topic_prefix)
-    store = open_stacker_store(settings, args.threads)
-    stacker = Stacker(settings, topics, store, group=group, options=options)
-    return run_service("stack", stacker, settings)
+    tracker = LatencyTracker(settings, topics, group=group_name("latency", args.topic_prefix))
+    return run_service("latency", tracker, settings)

@@ -11,10 +11,9 @@ import urllib.request
 from pathlib import Path
 
 from contracts.metrics import write_target
+from xcorrflow.stack import promconfig
 from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import INFRA, Say, Service, run_visible
-
-CONFIG = INFRA / "prometheus" / "prometheus.yml"
+from xcorrflow.stack.service import Say, Service, run_visible
 
 
 def apt_install(package: str, say: Say) -> None:
@@ -50,10 +49,11 @@ class PrometheusService(Service):
         apt_install("prometheus", self.say)
 
     def prepare(self) -> None:
-        """Copy the config next to the discovery directory (file_sd paths are relative to the config file)."""
+        """Write the config and rules next to the discovery directory (file_sd and rule paths are relative to
+        the config file), with the settings' scrape interval and alert threshold."""
         home = self.paths.data("prometheus")
         (home / "data").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(CONFIG, home / "prometheus.yml")
+        promconfig.write_files(self.settings, home)
         address = f"{self.settings.prometheus_host}:{self.settings.prometheus_port}"
         write_target(self.settings.targets_dir, "prometheus", address)
 
@@ -68,6 +68,7 @@ class PrometheusService(Service):
             f"--storage.tsdb.path={home / 'data'}",
             "--storage.tsdb.retention.time=7d",
             "--web.enable-lifecycle",
+            *promconfig.console_flags(),
         ]
 
     def endpoints(self) -> list[tuple[str, int]]:

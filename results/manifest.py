@@ -1,0 +1,66 @@
+"""Task manifests: what a row task wrote into its window's slots, as an object next to the arrays.
+
+A correlator writes the CCFs of a task, then its manifest, then announces both with one RowCorrelated. The
+manifest, not the event, is what the stacker believes: which pair each slot holds, how many sub-windows it
+averaged (0: skipped for want of common data), and which columns failed (their product was missing or
+unreadable). Events can be forged by anyone who reaches the topic; objects only by the store's writers.
+
+Manifests live at ``<ns>tasks/<window>/<row>.s<slot>.json``, outside the zarr hierarchy, so zarr tools never
+see them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from contracts.boundedjson import load_bounded_json
+from storage.keys import validate_seed_id, validate_window_id
+
+FAILED = -1  # n_common of a pair whose task could not correlate it
+_MAX_BYTES = 4 * 1024 * 1024
+_MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class TaskManifest:
+    """One row task's output: ``columns[k]`` is in slot ``slot + k``; ``pair_index[k]`` is its canonical pair."""
+
+    window: str
+    row: str
+    slot: int
+    columns: list[str]
+    pair_index: list[int]
+    n_common: list[int]  # > 0: stacked; 0: skipped (see ``skipped``); FAILED: see ``failed``
+    index: dict[str, int] = field(default_factory=dict)  # registry index of the row and of every column
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    worker: str = ""
+
+    def encode(self) -> bytes:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskManifest:
+        """Inverse of :meth:`encode`.
+
+        Raises:
+            ValueError: not a manifest, or an inconsistent one.
+        """
+        raw = load_bounded_json(data, max_bytes=_MAX_BYTES, max_depth=_MAX_DEPTH)
+        if not isinstance(raw, dict):
+            raise ValueError("a task manifest is a JSON object")
+        try:
+            manifest = cls(**raw)
+        except TypeError as exc:
+            raise ValueError(f"not a task manifest: {exc}") from exc
+        n = len(manifest.columns)
+        if len(manifest.pair_index) != n or len(manifest.n_common) != n or manifest.slot < 0:
+            raise ValueError("a task manifest's columns, pair indices and counts disagree")
+        return manifest
+
+
+def manifest_key(namespace: str, window: str, row: str, slot: int) -> str:
+    """Key of a task's manifest: ``<ns>tasks/<window>/<row>.s<slot>.json`` (validated ids)."""
+    return f"{namespace}tasks/{validate_window_id(window)}/{validate_seed_id(row)}.s{int(slot)}.json"

@@ -1,0 +1,177 @@
+"""Per-window CCFs: ``windows/<window>/ccf`` (slot, lag), written by row tasks in chunks nobody else writes.
+
+Who writes what (see :mod:`results.layout`):
+
+* the pair scheduler, which allocates slots, creates a window's group and grows its ``ccf`` array to cover the
+  slots it hands out, *before* it publishes the tasks (:meth:`WindowStore.ensure`);
+* a correlator writes the chunks of its task's slots, padding the last one with NaN (:meth:`WindowStore.write`),
+  and only then announces them: a reader never sees a chunk being written (an object PUT is atomic);
+* the stacker, once the window is stacked, writes what each slot holds (:meth:`WindowStore.write_index`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from dsp.correlate import CcfBatch, lag_axis
+from dsp.params import ProcessingParams
+from dsp.windows import window_start
+from results.errors import LayoutMismatch, ResultsError
+from results.layout import CHUNK_PAIRS, window_group
+from results.manifest import FAILED
+from results.zarrio import array, require, subgroup
+
+
+@dataclass(frozen=True)
+class SlotIndex:
+    """What the slots of a window hold: per slot its pair (A < B), canonical pair index and common sub-windows.
+
+    Slots that hold no CCF (padding, skipped or failed pairs) have ``pair_index`` -1 or ``n_common`` 0.
+    """
+
+    pair_index: np.ndarray  # int64 per slot, -1 for padding
+    a: list[str] = field(default_factory=list)
+    b: list[str] = field(default_factory=list)
+    n_common: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    distance_km: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+
+
+class WindowStore:
+    """The per-window CCF arrays of one result hierarchy."""
+
+    def __init__(self, root: zarr.Group, params: ProcessingParams, chunk_pairs: int = CHUNK_PAIRS) -> None:
+        self.root = root
+        self.params = params
+        self.chunk_pairs = chunk_pairs
+        self.n_lags = 2 * params.maxlag + 1
+        self._arrays: dict[str, zarr.Array] = {}
+
+    # --- the scheduler -------------------------------------------------------------------------------------
+    def ensure(self, window: str, slots: int) -> None:
+        """Create the window's group and arrays if needed, and make ``ccf`` at least ``slots`` long.
+
+        Idempotent: a replayed decision writes the same metadata again.
+
+        Raises:
+            LayoutMismatch: the window exists with another lag axis.
+        """
+        array = self._array(window, create=True)
+        if array.shape[1] != self.n_lags:
+            raise LayoutMismatch(f"window {window} holds CCFs of {array.shape[1]} lags, not {self.n_lags}")
+        if array.shape[0] < slots:
+            array.resize((slots, self.n_lags))
+
+    def _array(self, window: str, *, create: bool = False) -> zarr.Array:
+        cached = self._arrays.get(window)
+        if cached is not None:
+            return cached
+        path = window_group(window)
+        if create:
+            group = self.root.require_group(path)
+            group.attrs.update(self._attributes(window))
+            lags = require(
+                group, "lag", shape=(self.n_lags,), chunks=(self.n_lags,), dtype="float64", dimension_names=("lag",)
+            )
+            lags[:] = lag_axis(self.params.target_fs, self.params.maxlag)
+            array = require(
+                group,
+                "ccf",
+                shape=(0, self.n_lags),
+                chunks=(self.chunk_pairs, self.n_lags),
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=None,
+                dimension_names=("slot", "lag"),
+                attributes={"long_name": "cross-correlation", "units": "normalised"},
+            )
+        else:
+            array = zarr.open_array(self.root.store, path=f"{self.root.path}/{path}/ccf".lstrip("/"), mode="r+")
+        self._arrays[window] = array
+        return array
+
+    def _attributes(self, window: str) -> dict[str, Any]:
+        p = self.params
+        return {
+            "window": window,
+            "start": window_start(window, p.window_s),
+            "duration_s": p.window_s,
+            "fs": p.target_fs,
+            "maxlag_s": p.maxlag_s,
+        }
+
+    # --- a correlator --------------------------------------------------------------------------------------
+    def write(self, window: str, slot: int, ccfs: np.ndarray) -> None:
+        """Write a task's CCFs into slots ``slot ..`` (whole chunks, the last one padded with NaN).
+
+        Raises:
+            ValueError: ``slot`` does not start a chunk, or the CCFs have another lag count.
+        """
+        if slot % self.chunk_pairs:
+            raise ValueError(f"slot {slot} does not start a chunk of {self.chunk_pairs}")
+        if ccfs.ndim != 2 or ccfs.shape[1] != self.n_lags:
+            raise ValueError(f"CCFs of shape {ccfs.shape} are not [n, {self.n_lags}]")
+        span = max(1, -(-ccfs.shape[0] // self.chunk_pairs)) * self.chunk_pairs
+        block = np.full((span, self.n_lags), np.nan, dtype=np.float32)
+        block[: ccfs.shape[0]] = ccfs
+        array = self._array(window)
+        if array.shape[0] < slot + span:  # opened before the scheduler grew it
+            self._arrays.pop(window)
+            array = self._array(window)
+        array[slot : slot + span] = block
+
+    # --- readers -------------------------------------------------------------------------------------------
+    def read(self, window: str, start: int, stop: int) -> np.ndarray:
+        """CCFs of slots ``start:stop`` (NaN where nothing was written)."""
+        return np.asarray(self._array(window)[start:stop])
+
+    def write_index(self, window: str, index: SlotIndex) -> None:
+        """Record what every slot holds, as coordinates of ``ccf`` (once the window is stacked); slots the index
+        does not reach (a task's padding) hold no pair."""
+        group = subgroup(self.root, window_group(window))
+        if group is None:
+            raise ResultsError(f"window {window} has no group to index")
+        n = max(len(index.pair_index), self._array(window).shape[0])
+        pad = n - len(index.pair_index)
+        a, b = [*index.a, *[""] * pad], [*index.b, *[""] * pad]
+        columns: dict[str, tuple[np.ndarray, str]] = {
+            "pair_index": (np.concatenate([np.asarray(index.pair_index, np.int64), np.full(pad, -1)]), "int64"),
+            "n_common": (np.concatenate([np.asarray(index.n_common, np.int32), np.zeros(pad, np.int32)]), "int32"),
+            "distance_km": (
+                np.concatenate([np.asarray(index.distance_km, np.float64), np.full(pad, np.nan)]),
+                "float64",
+            ),
+            "a": (np.array(a, dtype=object), "str"),
+            "b": (np.array(b, dtype=object), "str"),
+            "pair": (np.array([f"{x}__{y}" if x else "" for x, y in zip(a, b, strict=True)], object), "str"),
+        }
+        for name, (data, dtype) in columns.items():
+            target = require(
+                group,
+                name,
+                shape=(n,),
+                chunks=(max(n, 1),),
+                dtype=str if dtype == "str" else dtype,
+                dimension_names=("slot",),
+            )
+            if target.shape[0] != n:
+                target.resize((n,))
+            target[:] = data.astype(target.dtype) if dtype != "str" else data
+        array(group, "ccf").attrs["coordinates"] = " ".join(columns)
+
+
+def task_block(row: str, columns: list[str], batch: CcfBatch, failed: dict[str, str]) -> tuple[np.ndarray, list[int]]:
+    """A row task's CCFs as one row per column, in the task's order (NaN where there is none), and each column's
+    common sub-window count (0: skipped, :data:`~results.manifest.FAILED`: its product could not be read)."""
+    where = {b if a == row else a: k for k, (a, b) in enumerate(batch.pairs)}
+    block = np.full((len(columns), batch.maxlag * 2 + 1), np.nan, dtype=np.float32)
+    counts = []
+    for k, column in enumerate(columns):
+        found = where.get(column)
+        if found is not None:
+            block[k] = batch.ccfs[found]
+        counts.append(FAILED if column in failed else 0 if found is None else int(batch.n_common[found]))
+    return block, counts
