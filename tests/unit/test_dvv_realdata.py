@@ -77,7 +77,7 @@ def test_hourly_dvv_of_a_quiet_day_is_small_and_within_its_errors(tmp_path: Path
     cache = settings.cache_dir / "msnoise"
     data = fetch_msnoise_data(cache)
     run_inprocess(data, tmp_path, settings)
-    ccfs, fs = load_ccfs(tmp_path / "ccf")
+    ccfs, fs = load_ccfs(tmp_path)
     assert len(ccfs) == 24
     pairs = sorted({p for by_pair in ccfs.values() for p in by_pair})
     run = measure_run(ccfs, utm_distances(cache / WHEEL, pairs), fs, PARAMS)
