@@ -1,6 +1,6 @@
 """Dashboards, consoles and alert rules checked against the Prometheus that scraped a real run.
 
-One streaming run (6 stations, 2 windows, ingest spread over 15 s) is watched by a private Prometheus that
+One streaming run with --dvv (6 stations, 2 windows, ingest spread over 15 s) is watched by a private Prometheus that
 `make up`'s own code starts (same config, rules and consoles) and that scrapes every second. Then:
 
 - every query of the Grafana dashboard and of the console page returns data over the run;
@@ -45,11 +45,14 @@ from xcorrflow.stack.service import INFRA
 from xcorrflow.synth import SynthConfig, synthesise
 
 DASHBOARD = INFRA / "grafana" / "dashboards" / "xcorrflow.json"
-SERVICES = ("broker", "scheduler", "latency", "preprocess", "correlate", "stack")
+SERVICES = ("broker", "scheduler", "latency", "preprocess", "correlate", "stack", "monitor")
 FAST = {
     "XCORRFLOW_PROCESSING__CC_LEN_S": "600",
     "XCORRFLOW_PROCESSING__STEP_S": "300",
     "XCORRFLOW_PROCESSING__MAXLAG_S": "100",
+    # dv/v of a plane wave against its first window: values, so that the dv/v panels have data
+    "XCORRFLOW_DVV__REFERENCE__FIRST_K": "1",
+    "XCORRFLOW_DVV__START_VELOCITY_KM_S": "50",
 }
 
 
@@ -98,6 +101,7 @@ def _observe(stack: Settings, prom: Settings, home: Path, data: Path, expected: 
         stormer.start()
         start = time.time()
         args = ["run", "--input", str(data), "--output", str(home / "out"), "--spread", "15", "--timeout", "300"]
+        args.append("--dvv")  # the monitor too: its panels are on the dashboard
         assert main([*args, "--cleanup"]) == 0
         end = time.time()
         stormer.join(60)
@@ -167,7 +171,7 @@ def test_every_exporter_answers_a_storm_of_200_scrapes_and_the_run_stays_correct
 def test_every_grafana_query_returns_data_after_a_run(observed: Observed) -> None:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
-    assert len(exprs) == 19, "the dashboard's queries are all here"
+    assert len(exprs) == 22, "the dashboard's queries are all here"
     assert _empty_over_run(observed, exprs) == {}
 
 
