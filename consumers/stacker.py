@@ -36,14 +36,22 @@ from prometheus_client import Counter, Gauge, Histogram
 from consumers.pairing import parse_product_key
 from consumers.stackplan import WindowPlan, groups
 from contracts.errors import TransientError
-from contracts.events import DirectoryCommitted, Event, EventDecodeError, RowCorrelated, StacksUpdated, decode
+from contracts.events import (
+    DeadLetter,
+    DirectoryCommitted,
+    Event,
+    EventDecodeError,
+    RowCorrelated,
+    StacksUpdated,
+    decode,
+)
 from contracts.kafka import dead_letter_for
 from contracts.metrics import DEAD_LETTERS, EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Output, TransactionalLoop
 from dsp.errors import DspError
 from dsp.product import PRODUCT_EXT, Coordinates, decode_product
-from results.manifest import TaskManifest, manifest_key
+from results.manifest import FAILED, TaskManifest, manifest_key
 from results.stacks import StackChunk, StackStore, apply, fingerprint
 from results.windows import SlotIndex, WindowStore
 from storage import ObjectStore
@@ -226,6 +234,14 @@ class Stacker(TransactionalLoop):
 
     def _stack(self, plan: WindowPlan, start: int, stop: int) -> None:
         pairs, slots = plan.todo(start, stop)
+        ccfs, bad = self._gather(plan.window, slots)
+        if bad:
+            if not self._unreadable(plan, pairs, slots, bad):
+                return  # rolled back: the next turn reads again
+            keep = ~np.isin(slots // self.windows.chunk_pairs, list(bad))
+            pairs, slots, ccfs = pairs[keep], slots[keep], ccfs[keep]
+            if pairs.size == 0:
+                return
         chunks = {int(k): self.stacks.read(int(k)) for k in np.unique(pairs // self.stacks.chunk_pairs)}
         crcs = {str(k): {n: fingerprint(a) for n, a in c.arrays().items()} for k, c in chunks.items()}
         intent: dict[str, object] = {"todo": pairs.tolist(), "slots": slots.tolist(), "crcs": crcs}
@@ -235,17 +251,47 @@ class Stacker(TransactionalLoop):
         log.info("stacking window %s, pairs %d-%d: %d CCFs into %d chunks", plan.window, start, stop - 1,
                  pairs.size, len(chunks))  # fmt: skip
         self.intents[plan.window] = intent
-        self._finish(plan.window, intent, chunks)
+        self._finish(plan.window, intent, chunks, ccfs)
 
-    def _finish(self, window: str, intent: dict[str, object], chunks: dict[int, StackChunk] | None = None) -> None:
+    def _unreadable(self, plan: WindowPlan, pairs: np.ndarray, slots: np.ndarray, bad: dict[int, str]) -> bool:
+        """Announced CCF chunks that cannot be read: their pairs count as failed (the run reports them missing,
+        the window still completes), with one dead letter per chunk naming it and why; False if rolled back."""
+        chunk = self.windows.chunk_pairs
+        lost = pairs[np.isin(slots // chunk, list(bad))]
+        events: list[tuple[str, str, Event]] = []
+        for k, reason in sorted(bad.items()):
+            letter = DeadLetter(
+                reason=f"UnreadableChunk: {reason}",
+                service=SERVICE,
+                source=f"{self.windows.chunk_path(plan.window, k)} (slots {k * chunk}-{(k + 1) * chunk - 1})",
+            )
+            DEAD_LETTERS.labels(service=SERVICE, reason="UnreadableChunk").inc()
+            log.warning("stacker: window %s chunk %d unreadable, %s; its pairs count as failed", plan.window, k, reason)
+            events.append((self.topics.dlq, plan.window, letter))
+        plan.mark_unreadable(lost)
+        self._changed = True
+        state: list[tuple[str, bytes | None]] = [(f"w:{plan.window}", plan.record())]
+        return self.transact(lambda: Output(events=events, state=state), with_offsets=False)
+
+    def _finish(
+        self,
+        window: str,
+        intent: dict[str, object],
+        chunks: dict[int, StackChunk] | None = None,
+        ccfs: np.ndarray | None = None,
+    ) -> None:
         """Apply an intent (fresh, or left by a crash): write what the chunks do not hold yet, then commit.
 
         Args:
             chunks: the chunks as read when the intent was recorded (a fresh intent); read again otherwise.
+            ccfs: the intent's CCFs, as read before it was recorded; read again otherwise.
         """
         t0 = time.monotonic()
         todo = np.asarray(intent["todo"], dtype=np.int64)
-        ccfs = self._gather(window, np.asarray(intent["slots"], dtype=np.int64))
+        if ccfs is None:
+            ccfs, bad = self._gather(window, np.asarray(intent["slots"], dtype=np.int64))
+            if bad:  # read before the intent was recorded: the store changed under us
+                raise StorageError(f"window {window}: chunks {sorted(bad)} of a recorded intent are unreadable")
         crcs: dict[str, dict[str, int]] = intent["crcs"]  # type: ignore[assignment]
         apply(self.stacks, todo, ccfs, {int(k): v for k, v in crcs.items()}, chunks)
         plan = self.plans[window]
@@ -255,19 +301,39 @@ class Stacker(TransactionalLoop):
         GROUP_SECONDS.observe(time.monotonic() - t0)
         self._commit_window(plan, tombstone=True)
 
-    def _gather(self, window: str, slots: np.ndarray) -> np.ndarray:
-        """The CCFs in ``slots`` of a window, reading each run of consecutive chunks once."""
+    def _gather(self, window: str, slots: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+        """The CCFs in ``slots`` of a window, reading each run of consecutive chunks once, and the chunks that
+        could not be read (chunk number -> why): a chunk that does not decode, or an announced slot holding
+        NaN (a chunk that is missing reads as its fill value).
+
+        Raises:
+            TransientError: the store did not answer.
+        """
         out = np.empty((slots.size, self.windows.n_lags), dtype=np.float32)
         chunk = self.windows.chunk_pairs
+        bad: dict[int, str] = {}
         order = np.argsort(slots)
         runs = np.split(order, np.flatnonzero(np.diff(slots[order] // chunk) > 1) + 1)
         for run in runs:
             if run.size == 0:
                 continue
             first, last = int(slots[run[0]]) // chunk * chunk, int(slots[run[-1]])
-            block = self.windows.read(window, first, last + 1)
+            try:
+                block = self.windows.read(window, first, last + 1)
+            except TransientError:
+                raise
+            except (ValueError, StorageError):  # find which chunks of the run do not decode
+                block = np.full((last + 1 - first, self.windows.n_lags), np.nan, dtype=np.float32)
+                for k in range(first // chunk, last // chunk + 1):
+                    lo, hi = k * chunk - first, min((k + 1) * chunk, last + 1) - first
+                    try:
+                        block[lo:hi] = self.windows.read(window, first + lo, first + hi)
+                    except (ValueError, StorageError) as exc:
+                        bad[k] = f"{type(exc).__name__}: {exc}"
             out[run] = block[slots[run] - first]
-        return out
+        for k in np.unique(slots[np.isnan(out).any(axis=1)] // chunk):
+            bad.setdefault(int(k), "an announced CCF reads as NaN (its chunk is missing or holds no CCF there)")
+        return out, bad
 
     def _close(self, plan: WindowPlan) -> None:
         """Every pair of the window is accounted for: write its slot index and mark it done."""
@@ -289,6 +355,8 @@ class Stacker(TransactionalLoop):
             for k, column in enumerate(m.columns):
                 slot = m.slot + k
                 pair_index[slot], n_common[slot] = m.pair_index[k], m.n_common[k]
+                if n_common[slot] > 0 and plan.is_unreadable(pair_index[slot : slot + 1])[0]:
+                    n_common[slot] = FAILED
                 a[slot], b[slot] = sorted((m.row, column))
         return SlotIndex(pair_index, a, b, n_common, np.full(size, np.nan))
 

@@ -3,7 +3,8 @@ hold them, which are already in the stacks, and which ranges of the stacks are r
 
 A window's *expected* pairs are those among the stations its DirectoryCommitted lists. Its *received* pairs
 come from the manifests of its row tasks (:mod:`results.manifest`): a pair with a CCF (``n_common > 0``), one
-skipped for want of common data, or one whose task failed. A *group* is a range of canonical pair indices (a
+skipped for want of common data, or one whose task failed; a pair whose announced CCF the stacker cannot read
+back counts as failed too. A *group* is a range of canonical pair indices (a
 run of stack chunks that fits the stacker's memory budget); it is ready in a window once every expected pair
 in it has been received and some received CCF is not in the stacks yet. Everything here is deterministic, so
 a stacker that restarts rebuilds the same plan from its state records and the manifests. The sets are numpy
@@ -40,6 +41,7 @@ class WindowPlan:
     expected: list[str] | None = None  # None until the window's directory commits
     tasks: dict[tuple[str, int], TaskManifest] = field(default_factory=dict)  # (row, slot) -> manifest
     included: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by canonical index
+    unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # announced CCF unreadable
     done: bool = False  # every expected pair is accounted for, and the window's index is written
     _received: Received | None = field(default=None, repr=False)
     _expected: tuple[int, np.ndarray] | None = field(default=None, repr=False)  # (registry size, pairs)
@@ -94,26 +96,26 @@ class WindowPlan:
 
     def is_included(self, pairs: np.ndarray) -> np.ndarray:
         """Whether each canonical pair's CCF of this window is in the stacks."""
-        inside = pairs < self.included.size
-        out = np.zeros(pairs.size, dtype=bool)
-        out[inside] = self.included[pairs[inside]]
-        return out
+        return _lookup(self.included, pairs)
+
+    def is_unreadable(self, pairs: np.ndarray) -> np.ndarray:
+        """Whether each canonical pair's announced CCF of this window could not be read (it counts as failed)."""
+        return _lookup(self.unreadable, pairs)
 
     def include(self, pairs: np.ndarray) -> None:
         """Mark pairs as stacked."""
-        if pairs.size == 0:
-            return
-        top = int(pairs.max()) + 1
-        if self.included.size < top:
-            self.included = np.concatenate([self.included, np.zeros(top - self.included.size, dtype=bool)])
-        self.included[pairs] = True
+        self.included = _mark(self.included, pairs)
+
+    def mark_unreadable(self, pairs: np.ndarray) -> None:
+        """Mark pairs whose CCF chunk could not be read: they are never stacked, and count as failed."""
+        self.unreadable = _mark(self.unreadable, pairs)
 
     def todo(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Received CCFs of pairs in ``[start, stop)`` not yet stacked: ``(pairs, slots)``, sorted by pair."""
         r = self.received()
         lo, hi = np.searchsorted(r.pairs, [start, stop])
         pairs, slots, counts = r.pairs[lo:hi], r.slots[lo:hi], r.n_common[lo:hi]
-        keep = (counts > 0) & ~self.is_included(pairs)
+        keep = (counts > 0) & ~self.is_included(pairs) & ~self.is_unreadable(pairs)
         return pairs[keep], slots[keep]
 
     def ready(self, start: int, stop: int, registry: dict[str, int]) -> bool:
@@ -131,9 +133,11 @@ class WindowPlan:
         r = self.received()
         expected = self.expected_pairs(registry)
         mask = np.ones(r.pairs.size, bool) if expected is None else np.isin(r.pairs, expected, assume_unique=True)
-        counts = r.n_common[mask]
-        stacked = int(self.is_included(r.pairs[mask]).sum())
-        skipped, failed = int((counts == 0).sum()), int((counts == FAILED).sum())
+        counts, pairs = r.n_common[mask], r.pairs[mask]
+        included = self.is_included(pairs)
+        lost = (counts > 0) & ~included & self.is_unreadable(pairs)
+        stacked = int(included.sum())
+        skipped, failed = int((counts == 0).sum()), int((counts == FAILED).sum() + lost.sum())
         return stacked, skipped, failed, -1 if expected is None else int(expected.size)
 
     def complete(self, registry: dict[str, int]) -> bool:
@@ -145,15 +149,47 @@ class WindowPlan:
     # --- state records -------------------------------------------------------------------------------------
     def record(self) -> bytes:
         """The durable part (the tasks are re-read from their manifests): 17 KB of bitmap at 520 stations."""
-        packed = base64.b64encode(np.packbits(self.included, bitorder="little").tobytes()).decode()
-        return json.dumps({"expected": self.expected, "included": packed, "done": self.done}).encode()
+        record = {"expected": self.expected, "included": _pack(self.included), "done": self.done}
+        if self.unreadable.any():
+            record["unreadable"] = _pack(self.unreadable)
+        return json.dumps(record).encode()
 
     @classmethod
     def from_record(cls, window: str, value: bytes) -> WindowPlan:
         """Inverse of :meth:`record`."""
         data = json.loads(value)
-        bits = np.unpackbits(np.frombuffer(base64.b64decode(data["included"]), np.uint8), bitorder="little")
-        return cls(window, data["expected"], included=bits.astype(bool), done=bool(data["done"]))
+        return cls(
+            window,
+            data["expected"],
+            included=_unpack(data["included"]),
+            unreadable=_unpack(data.get("unreadable", "")),
+            done=bool(data["done"]),
+        )
+
+
+def _lookup(bits: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    inside = pairs < bits.size
+    out = np.zeros(pairs.size, dtype=bool)
+    out[inside] = bits[pairs[inside]]
+    return out
+
+
+def _mark(bits: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    if pairs.size == 0:
+        return bits
+    top = int(pairs.max()) + 1
+    if bits.size < top:
+        bits = np.concatenate([bits, np.zeros(top - bits.size, dtype=bool)])
+    bits[pairs] = True
+    return bits
+
+
+def _pack(bits: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
+
+
+def _unpack(packed: str) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8), bitorder="little").astype(bool)
 
 
 def groups(n_pairs: int, group_pairs: int) -> list[tuple[int, int]]:

@@ -128,6 +128,10 @@ class WindowStore:
         """CCFs of slots ``start:stop`` (NaN where nothing was written)."""
         return np.asarray(self._array(window)[start:stop])
 
+    def chunk_path(self, window: str, chunk: int) -> str:
+        """Where chunk ``chunk`` (slots ``chunk * chunk_pairs ..``) of a window's ``ccf`` lives, for messages."""
+        return f"{self._array(window).path}/c/{chunk}/0"
+
     def write_index(self, window: str, index: SlotIndex) -> None:
         """Record what every slot holds, as coordinates of ``ccf`` (once the window is stacked); slots the index
         does not reach (a task's padding) hold no pair."""

@@ -17,7 +17,7 @@ import pytest
 from contracts.events import DeadLetter, DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
 from dsp.product import Coordinates, StationProduct, encode_product
-from results.layout import pair_index, slots_for
+from results.layout import pair_index, root_key, slots_for
 from results.manifest import TaskManifest, manifest_key
 from results.stacks import StackStore
 from results.windows import WindowStore
@@ -221,3 +221,39 @@ def test_a_missing_manifest_is_dead_lettered_and_the_groups_without_it_are_stack
     assert dep.counts().size == 36, "the station whose row was lost is not in the stacks"
     updates = read_events(stack, topics.stacks, until=lambda ev: True, timeout=5, settle=1)
     assert updates and not any(getattr(u, "complete", False) for u in updates), "the window is not complete"
+
+
+def test_an_unreadable_ccf_chunk_is_dead_lettered_and_its_window_still_completes(
+    stack: Settings,
+    topics: TopicNames,
+    deployment: Deployment,
+    stacker,  # type: ignore[no-untyped-def]
+) -> None:
+    """10 stations, 45 pairs; each row task owns one chunk. Row 5's chunk is truncated (it does not decode) and
+    row 7's is deleted (it would read as NaN, its fill value): their 5 + 7 pairs count as failed, with one dead
+    letter per chunk, and every other pair is stacked once. The window completes, so the run can report the
+    twelve pairs missing instead of waiting for them."""
+    dep = deployment
+    w = WINDOWS[0]
+    events = dep.write_window(w, STATIONS[:10], seed=6)
+    slots = {ev.row: ev.slot for _, ev in events}
+    chunk = dep.windows.chunk_pairs
+    root = root_key(dep.ns)
+    truncated = f"{root}/{dep.windows.chunk_path(w, slots[STATIONS[5]] // chunk)}"
+    deleted = f"{root}/{dep.windows.chunk_path(w, slots[STATIONS[7]] // chunk)}"
+    dep.store.put(truncated, dep.store.get(truncated)[:100])
+    dep.store.delete(deleted)
+    stacker()
+    dep.announce(events)
+    dep.commit_directory(w, STATIONS[:10])
+    updates = read_events(stack, topics.stacks, until=lambda ev: any(u.complete for u in ev), timeout=90)
+    final = [u for u in updates if u.complete][-1]
+    assert (final.stacked, final.failed, final.skipped, final.expected) == (45 - 12, 12, 0, 45)
+
+    counts = dep.counts()
+    lost = {pair_index(5, c) for c in range(5)} | {pair_index(7, c) for c in range(7)}
+    assert [p for p in range(45) if counts[p] != (0 if p in lost else 1)] == []
+    letters = [e for e in read_events(stack, topics.dlq, until=lambda ev: True, timeout=5, settle=1)]
+    reasons = sorted(e.reason for e in letters if isinstance(e, DeadLetter))
+    assert len(reasons) == 2 and all(r.startswith("UnreadableChunk: ") for r in reasons), reasons
+    assert any("NaN" in r for r in reasons) and any("ValueError" in r for r in reasons), reasons
