@@ -68,7 +68,7 @@ class Monitor:
     def __init__(self, settings: Settings, topics: TopicNames, work: DvvWork, *, group: str) -> None:
         self.topics, self.work = topics, work
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
-        self.latest = -math.inf  # start of the latest window shown on the gauges
+        self.gauges = DvvGauges()
         self._stop = threading.Event()
         self._caught_up = False
         self._next_look = 0.0  # monotonic time of the next look at the store while catching up
@@ -117,31 +117,9 @@ class Monitor:
         for r in rows:
             if not r.ok:
                 PAIRS_FAILED.labels(reason=(r.reason or "").split(":")[0]).inc()
-        self.show(window, network, last_arrival)
+        self.gauges.show(window, network, last_arrival)
         if first_election:
             self._caught_up = False  # the windows that waited for the reference are measured next
-
-    def show(self, window: str, network: list[NetworkPoint], last_arrival: str) -> None:
-        """Set the gauges from a window's network points (a late window updates the latency, not the value)."""
-        latency = None
-        if last_arrival:
-            latency = max(0.0, time.time() - datetime.fromisoformat(last_arrival).timestamp())
-            DVV_LATENCY.observe(latency)
-            DVV_LAST_LATENCY.set(latency)
-        if latency is not None:
-            log.info("dv/v %s set %.3f s after the window's last raw arrival", window, latency)
-        start = window_start(window)
-        if start < self.latest:
-            return
-        self.latest = start
-        DVV_WINDOW.set(start)
-        for p in network:
-            if p.side == "both" and p.ok:
-                DVV_PERCENT.labels(method=p.method).set(p.dvv_percent)
-                DVV_ERROR.labels(method=p.method).set(p.err_percent)
-        ok = {p.method: f"{p.dvv_percent:+.4f} +- {p.err_percent:.4f} % ({p.n_pairs} pairs)"
-              for p in network if p.side == "both" and p.ok}  # fmt: skip
-        log.info("dv/v %s: %s", window, ok or "no value")
 
     def catch_up(self) -> None:
         """Measure the complete windows the series lacks (those that waited for the reference, or a crash)."""
@@ -152,3 +130,36 @@ class Monitor:
                 return
             self.window(window)
         self._caught_up = True
+
+
+class DvvGauges:
+    """The dv/v gauges: the latest window's network value and error, and each window's latency."""
+
+    def __init__(self) -> None:
+        self.latest = -math.inf  # start of the latest window shown
+
+    def show(self, window: str, network: list[NetworkPoint], last_arrival: str) -> float | None:
+        """Set the gauges from a window's network points; a late window updates the latency, not the value.
+
+        Returns:
+            The latency (s from the window's last raw arrival), or None when the arrival is unknown.
+        """
+        latency = None
+        if last_arrival:
+            latency = max(0.0, time.time() - datetime.fromisoformat(last_arrival).timestamp())
+            DVV_LATENCY.observe(latency)
+            DVV_LAST_LATENCY.set(latency)
+            log.info("dv/v %s set %.3f s after the window's last raw arrival", window, latency)
+        start = window_start(window)
+        if start < self.latest:
+            return latency
+        self.latest = start
+        DVV_WINDOW.set(start)
+        for p in network:
+            if p.side == "both" and p.ok:
+                DVV_PERCENT.labels(method=p.method).set(p.dvv_percent)
+                DVV_ERROR.labels(method=p.method).set(p.err_percent)
+        ok = {p.method: f"{p.dvv_percent:+.4f} +- {p.err_percent:.4f} % ({p.n_pairs} pairs)"
+              for p in network if p.side == "both" and p.ok}  # fmt: skip
+        log.info("dv/v %s: %s", window, ok or "no value")
+        return latency

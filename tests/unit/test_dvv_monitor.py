@@ -207,3 +207,32 @@ def test_distances_come_from_the_stations_group(world: World) -> None:
     assert d["XX.A..HHZ__XX.B..HHZ"] == pytest.approx(distance_km(45.0, 7.0, 45.05, 7.03))
     assert distance_km(0, 0, 0, 1) == pytest.approx(111.19, abs=0.01)
     assert complete_windows(world.root) == []
+
+
+def test_the_gauges_show_the_latest_window_and_a_late_one_only_moves_the_latency() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import REGISTRY
+
+    from consumers.monitor import DvvGauges
+    from dsp.dvv import NetworkPoint
+
+    def point(window: str, dvv: float, method: str = "stretching") -> NetworkPoint:
+        return NetworkPoint(window, dvv, 0.01, 6, method, "both", "ref")
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    gauges = DvvGauges()
+    arrived = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()
+    latency = gauges.show(WINDOWS[3], [point(WINDOWS[3], -0.3), point(WINDOWS[3], -0.28, "mwcs")], arrived)
+    assert latency is not None and 2 <= latency < 10
+    assert gauge("xcorrflow_dvv_network_percent", method="stretching") == -0.3
+    assert gauge("xcorrflow_dvv_network_percent", method="mwcs") == -0.28
+    assert gauge("xcorrflow_dvv_latency_last_seconds") == pytest.approx(latency)
+    gauges.show(WINDOWS[1], [point(WINDOWS[1], 0.0)], "")  # late: measured, but not the latest value
+    assert gauge("xcorrflow_dvv_network_percent", method="stretching") == -0.3
+    failed = NetworkPoint(WINDOWS[4], float("nan"), float("nan"), 0, "stretching", "both", "ref", "no_pairs: none")
+    gauges.show(WINDOWS[4], [failed], "")  # a window without a value leaves the last value shown
+    assert gauge("xcorrflow_dvv_network_percent", method="stretching") == -0.3
+    assert gauge("xcorrflow_dvv_window_start_seconds") == pytest.approx(1704081600.0)
