@@ -211,8 +211,9 @@ class DvvWork:
             refs = {}
             for pair, ccfs in by_pair.items():
                 ref = build_reference(ccfs, elected.windows, elected.reference, self.n_lags)
-                if ref is not None:
-                    refs[pair] = ref
+                if ref is not None:  # at the stored precision, so a restarted monitor measures the same values
+                    stored_ccf = ref.ccf.astype(np.float32).astype(np.float64)
+                    refs[pair] = _frozen(Reference(ref.id, ref.windows, stored_ccf))
             attrs = {
                 "reference": elected.reference,
                 "windows": list(elected.windows),

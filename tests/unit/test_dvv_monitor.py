@@ -236,3 +236,16 @@ def test_the_gauges_show_the_latest_window_and_a_late_one_only_moves_the_latency
     gauges.show(WINDOWS[4], [failed], "")  # a window without a value leaves the last value shown
     assert gauge("xcorrflow_dvv_network_percent", method="stretching") == -0.3
     assert gauge("xcorrflow_dvv_window_start_seconds") == pytest.approx(1704081600.0)
+
+
+def test_measuring_a_window_again_writes_the_same_table(world: World) -> None:
+    """What a monitor restarted after a crash does (its offset was not stored): the same rows, not two sets."""
+    for w in WINDOWS[:5]:
+        world.close(w)
+    params = PARAMS.model_copy(update={"reference": ReferenceSpec(first_k=4)})  # a stack of unequal CCFs
+    world.work(params).measure(WINDOWS[4])
+    before = read_pairs(world.root)
+    again = world.work(params)  # a new process: the reference comes back from the pointer and the stored stack
+    again.measure(WINDOWS[4])
+    pd.testing.assert_frame_equal(read_pairs(world.root), before, check_exact=True)
+    assert len(DvvStore(world.root).series()) == 1
