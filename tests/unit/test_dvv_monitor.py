@@ -249,3 +249,21 @@ def test_measuring_a_window_again_writes_the_same_table(world: World) -> None:
     again.measure(WINDOWS[4])
     pd.testing.assert_frame_equal(read_pairs(world.root), before, check_exact=True)
     assert len(DvvStore(world.root).series()) == 1
+
+
+def test_a_range_reference_waits_for_its_windows_or_for_time_to_move_past_it(world: World) -> None:
+    spec = ReferenceSpec(kind="range", start=WINDOWS[1], end=WINDOWS[3])
+    work = world.work(PARAMS.model_copy(update={"reference": spec}))
+    world.close(WINDOWS[1])
+    world.close(WINDOWS[2])
+    assert work.reference() is None, "hour 3 of the range may still come"
+    world.close(WINDOWS[5])  # data after the range: hour 3 never came, the range is what exists of it
+    elected = work.reference()
+    assert elected is not None and elected.windows == (WINDOWS[1], WINDOWS[2])
+    assert elected.reference.startswith(f"range{WINDOWS[1]}..{WINDOWS[3]}:")
+    whole = world.work(PARAMS.model_copy(update={"reference": ReferenceSpec(kind="range", start=WINDOWS[0],
+                                                                            end=WINDOWS[1])}))  # fmt: skip
+    world.windows.ensure(WINDOWS[0], CHUNK_PAIRS)  # hour 0 exists and is not complete yet: it is waited for
+    assert whole.reference() is None
+    world.close(WINDOWS[0])
+    assert whole.reference() is not None and whole.elected and whole.elected.windows == tuple(WINDOWS[:2])
