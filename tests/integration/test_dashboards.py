@@ -178,7 +178,7 @@ def test_every_grafana_query_returns_data_after_a_run(observed: Observed) -> Non
 def test_every_console_query_returns_data_after_a_run(observed: Observed) -> None:
     with urllib.request.urlopen(f"{observed.prometheus}/consoles/xcorrflow.html", timeout=30) as resp:
         page = console_exprs(resp.read().decode())
-    assert (len(page.graphs), len(page.stats)) == (8, 5), "eight graphs and five stats are served"
+    assert (len(page.graphs), len(page.stats)) == (10, 5), "ten graphs and five stats are served"
     assert _empty_over_run(observed, [e for graph in page.graphs for e in graph]) == {}
     for expr in page.stats:
         assert finite_samples(api(observed.prometheus, "query", query=expr)) > 0, expr
@@ -204,8 +204,8 @@ def test_alert_rules_are_loaded_healthy_read_real_metrics_and_stay_quiet(observe
 
 def test_console_without_data_says_no_data_not_error(observed: Observed) -> None:
     page = console_exprs(observed.before)
-    assert page.states == ["nodata"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
-    assert page.classes.get("xf_nodata", 0) == 1 + 5 + 8, "no alert, and five stats and eight graphs say 'no data'"
+    assert page.states == ["nodata"] * 10, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
+    assert page.classes.get("xf_nodata", 0) == 1 + 5 + 10, "no alert, and five stats and ten graphs say 'no data'"
     assert "xf_error" not in page.classes and "prom_graph_error" not in page.classes
 
 
@@ -213,8 +213,8 @@ def test_console_in_chromium_draws_every_graph_and_saves_a_screenshot(observed: 
     span = int(observed.end - observed.start) + 40
     url = f"{observed.prometheus}/consoles/xcorrflow.html?range={span}s&end={int(observed.end) + 10}"
     page = console_exprs(chromium(url, "--dump-dom"))
-    assert page.states == ["data"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
-    assert page.tags.get("svg", 0) >= 8 and "xf_error" not in page.classes, "every graph is drawn"
+    assert page.states == ["data"] * 10, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
+    assert page.tags.get("svg", 0) >= 10 and "xf_error" not in page.classes, "every graph is drawn"
     shot = Path(os.environ.get("XCORRFLOW_CONSOLE_SCREENSHOT", tmp_path / "console.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
     chromium(url, f"--screenshot={shot}", "--window-size=1400,1150", "--hide-scrollbars")
