@@ -36,6 +36,7 @@ from dsp.dvv import (
     DvvParams,
     NetworkPoint,
     PairMonitor,
+    Reason,
     Reference,
     build_reference,
     network_point,
@@ -235,7 +236,8 @@ class DvvWork:
             found = prepare_pair(
                 pair, ref, self.distances.get(pair), self.fs, self.n_lags, self.params, self.elected.reference
             )
-            self.monitors[pair] = found
+            if pair in self.distances or not (found.problem or "").startswith(Reason.NO_DISTANCE.value):
+                self.monitors[pair] = found  # a pair without a position yet is prepared again next window
         return found
 
     # --- windows -------------------------------------------------------------------------------------------

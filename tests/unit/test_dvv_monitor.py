@@ -267,3 +267,21 @@ def test_a_range_reference_waits_for_its_windows_or_for_time_to_move_past_it(wor
     assert whole.reference() is None
     world.close(WINDOWS[0])
     assert whole.reference() is not None and whole.elected and whole.elected.windows == tuple(WINDOWS[:2])
+
+
+def test_a_pair_without_a_position_says_so_and_is_measured_once_the_position_is_known(world: World) -> None:
+    stations = world.root["stations"]
+    stations["latitude"][3] = np.nan  # XX.D..HHZ: position unknown
+    for w in WINDOWS[:4]:
+        world.close(w)
+    work = world.work(PARAMS.model_copy(update={"start_velocity_km_s": 3.0}))  # the coda starts at d / v
+    work.measure(WINDOWS[3])
+    table = read_pairs(world.root)
+    d_pairs = table[table.pair.str.contains("XX.D")]
+    assert len(d_pairs) == 3 * 6 and d_pairs.reason.str.startswith("no_distance").all()
+    assert (table[~table.pair.str.contains("XX.D")].reason == "").all()
+    stations["latitude"][3] = POSITIONS["XX.D..HHZ"].latitude
+    world.close(WINDOWS[4])
+    work.measure(WINDOWS[4])
+    table = read_pairs(world.root)
+    assert (table[table.window == WINDOWS[4]].reason == "").all()
