@@ -98,6 +98,7 @@ class Stacker(TransactionalLoop):
         self.plans: dict[str, WindowPlan] = {}
         self.registry: dict[str, int] = {}
         self.intents: dict[str, dict[str, object]] = {}
+        self.arrivals: dict[str, str] = {}  # latest raw arrival per window (observability only: not in the state)
         self._registered = len(stacks.stations())  # stations whose pairs the stack arrays already hold
         self._changed = True  # something happened since work() last found nothing to do
 
@@ -165,6 +166,8 @@ class Stacker(TransactionalLoop):
                 out.state.append((f"r:{station}", json.dumps(index).encode()))
             elif known != index:
                 raise ValueError(f"manifest {key} gives {station} index {index}; the registry says {known}")
+        if event.arrived_at > self.arrivals.get(event.window, ""):  # ISO 8601 UTC strings order as times
+            self.arrivals[event.window] = event.arrived_at
         plan = self.plans.setdefault(event.window, WindowPlan(event.window))
         if plan.add_task(manifest):
             out.state.append((f"w:{plan.window}", plan.record()))  # a window seen only through its tasks
@@ -312,6 +315,7 @@ class Stacker(TransactionalLoop):
         self._changed = True
         WINDOWS_STACKED.inc()
         self._commit_window(plan, tombstone=False)
+        self.arrivals.pop(plan.window, None)
         log.info("window %s stacked: %s", plan.window, plan.accounted(self.registry))
 
     def _index(self, plan: WindowPlan) -> SlotIndex:
@@ -337,6 +341,7 @@ class Stacker(TransactionalLoop):
             failed=failed,
             expected=expected,
             complete=plan.done,
+            last_arrival=self.arrivals.get(plan.window, ""),
         )
         state: list[tuple[str, bytes | None]] = [(f"w:{plan.window}", plan.record())]
         if tombstone:

@@ -210,6 +210,9 @@ class StacksUpdated(_Event):
     expected: int = Field(-1, ge=-1, description="pairs of the window (-1 until its directory commits)")
     complete: bool = False
     updated_at: Timestamp = Field(default_factory=utcnow)
+    last_arrival: Timestamp = Field(
+        "", description="latest raw arrival behind the window's tasks seen by this stacker ('' after a restart)"
+    )
 
 
 class PairCorrelated(_Event):

@@ -23,6 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from dsp.dvv.params import DvvParams
 from dsp.params import ProcessingParams
 
 CONFIG_ENV = "XCORRFLOW_CONFIG"
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
 
     # --- Science -----------------------------------------------------------------------------------------------
     processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")
+    dvv: DvvParams = Field(
+        default_factory=DvvParams, description="dv/v monitoring: coda window, methods and the reference (issue 14)"
+    )
+    dvv_csv_method: Literal["stretching", "mwcs"] = Field(
+        "stretching", description="the method behind OUT/dvv_network.csv (both methods are in the store)"
+    )
 
     @classmethod
     def settings_customise_sources(

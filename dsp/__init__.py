@@ -12,5 +12,6 @@ Modules, in the order data flows through them:
   ``decode_product``).
 - :mod:`dsp.correlate`: the batched kernel ``correlate`` and the literal ``correlate_pair_reference``.
 - :mod:`dsp.stack`: linear and phase-weighted stacks (the running form is :mod:`results.stacks`).
+- :mod:`dsp.dvv`: dv/v of each window's CCF against a reference (stretching, MWCS) and the network series.
 - :mod:`dsp.codec`: the deterministic npz container under every codec; :mod:`dsp.errors`: the error types.
 """

@@ -60,3 +60,16 @@ class CorruptProduct(InputError):
 
 class IncompatibleProducts(DspError):
     """Products that are to be correlated together were made with different grids or parameters."""
+
+
+class DvvInputError(DspError):
+    """A dv/v measurement cannot be made from its inputs; ``code`` is one of :class:`dsp.dvv.model.Reason`.
+
+    The measuring functions of :mod:`dsp.dvv` catch it and return a result that carries the reason, so a
+    monitor never crashes on one bad CCF; it is raised only by the helpers that check inputs.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail

@@ -173,9 +173,15 @@ class StackStore:
         names.resize((n,))
         names[:] = np.array(stations, dtype=object)
         for field in ("latitude", "longitude", "elevation_m"):
-            values = [getattr(coordinates.get(s), field, np.nan) if coordinates.get(s) else np.nan for s in stations]
             array = require(group, field, shape=(n,), chunks=(max(n, 1),), dtype="float64", fill_value=np.nan,
                                         dimension_names=("station",))  # fmt: skip
+            # a station without a position given now keeps the one stored when it registered (a stacker passes
+            # the positions of the joining stations only)
+            stored = np.asarray(array[:], dtype=np.float64)
+            values = [
+                getattr(coordinates[s], field) if coordinates.get(s) else stored[k] if k < stored.size else np.nan
+                for k, s in enumerate(stations)
+            ]
             array.resize((n,))
             array[:] = np.asarray(values, dtype=np.float64)
 

@@ -46,6 +46,7 @@ from results.export import export_sac
 from results.layout import ROOT_NAME, window_group
 from results.zarrio import bucket_root, open_root, subgroup
 from storage import ObjectStore, open_store
+from xcorrflow.dvvout import check_reference, wait_for_monitor, write_csvs
 from xcorrflow.errors import CommandError
 from xcorrflow.fleet import Fleet, WorkerProcess
 from xcorrflow.manifest import RunManifest, claim
@@ -80,6 +81,8 @@ class RunOptions:
     cleanup: bool = False  # delete the run's objects and topics once the output folder is written
     fresh: bool = False  # start a new run even if OUT holds an unfinished one
     formats: tuple[str, ...] = ("zarr",)  # zarr: OUT/results.zarr holds the stacks; sac: OUT/<A>__<B>.sac
+    dvv: bool = False  # start the dv/v monitor; OUT gets dvv_network.csv and dvv_pairs.csv
+    dvv_wait_s: float = 120.0  # after the stacks are done, how long the run waits for the monitor
 
 
 def start_workers(
@@ -108,6 +111,8 @@ def start_workers(
         WorkerProcess(["stack", *target, *common, "--nice", str(options.downstream_nice)], log=logs / "stack.log")
     )
     fleet.add(WorkerProcess(["latency", *common], log=logs / "latency.log"))  # station latency metric
+    if options.dvv:
+        fleet.add(WorkerProcess(["monitor", *target, *common], log=logs / "monitor.log"))
     for i in range(options.preprocess_workers):
         fleet.add(WorkerProcess(["preprocess", *common], log=logs / f"preprocess-{i}.log"))
     for i in range(options.correlate_workers):
@@ -144,6 +149,8 @@ def run_pipeline(
     """
     configure_kafka_outage(settings)
     inventory = scan_folder(input_dir, settings.processing)
+    if options.dvv:
+        check_reference(settings, len(inventory.windows()))
     manifest, how = claim(
         output_dir, input_dir, inventory, settings, options.mode, run_id=options.run_id, fresh=options.fresh
     )
@@ -232,6 +239,8 @@ class _Run:
         self._lost_seen = 0
         self._index_checked_at = 0.0
         self._disbelieved: set[str] = set()
+        self.dvv_outputs: dict[str, object] = {}
+        self.dvv_wait_s = 0.0
 
     def execute(self, fleet: Fleet, progress: Progress | None, setup_s: float) -> Report:
         """Drive the run to its end and build the report, complete or not."""
@@ -244,6 +253,8 @@ class _Run:
             self.monitor.close()
             self.check.close()
         t_export = time.perf_counter()
+        if failure is None and self.options.dvv:
+            failure = self._dvv()
         export_error = self._export()
         report = self._report()
         reason = failure or export_error
@@ -255,9 +266,31 @@ class _Run:
             report.missing = self._missing()
         report.timings_s["export_tail"] = round(time.perf_counter() - t_export, 6)
         report.timings_s["setup"] = round(setup_s, 6)
+        if self.options.dvv:
+            report.outputs["dvv"] = self.dvv_outputs
+            report.timings_s["dvv_wait"] = round(self.dvv_wait_s, 6)
         report.makespan_s = round(time.time() - (self.t0 or time.time()), 6)  # ingest start → results durable
         report.started_at = self.t0 or None
         return report
+
+    def _dvv(self) -> BaseException | None:
+        """Wait for the monitor to measure every window, then write the CSV files from the table."""
+        t0 = time.perf_counter()
+        try:
+            windows = open_root(bucket_root(self.settings), self.settings)
+            root = open_root(self.output_dir / ROOT_NAME)
+            done = wait_for_monitor(windows, root, self.store, self.settings, self.options.dvv_wait_s)
+            self.dvv_outputs = done
+            if done["series"] is None:
+                return RunFailed("dv/v: the monitor elected no reference (see logs/monitor.log)")
+            write_csvs(root, self.output_dir, self.settings.dvv_csv_method, done["series"])
+            if done["missing"]:
+                return RunFailed(f"dv/v: {len(done['missing'])} windows not measured (see logs/monitor.log)")
+        except (XcorrflowError, OSError) as exc:
+            return exc
+        finally:
+            self.dvv_wait_s = time.perf_counter() - t0
+        return None
 
     def _export(self) -> BaseException | None:
         """Judge the stacks from the objects, then export: SAC files of the final pairs when asked for."""

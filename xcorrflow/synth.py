@@ -1,5 +1,8 @@
-"""A synthetic deployment with a known answer: one plane wave of band-limited noise crossing a station array.
+"""A synthetic deployment with a known answer: one plane wave of band-limited noise crossing a station array
+(``field="plane"``, the default), or a diffuse field whose velocity changes on a schedule (``field="diffuse"``,
+see :mod:`xcorrflow.diffuse`; its truth gains the true dv/v of every window).
 
+Plane wave:
 Every station records the same noise field ``s(t - d_i)`` plus independent local noise. The arrival times
 ``d_i`` come from a plane wave (slowness vector . station position) rounded to whole samples at ``target_fs``,
 so the true lag of each pair, ``arrival(B) - arrival(A)`` for A < B, is an exact number of target samples and
@@ -23,6 +26,7 @@ import obspy
 from contracts.errors import ConfigError
 from dsp.seed import pair_key, validate_seed_id
 from dsp.windows import window_id
+from xcorrflow.diffuse import DiffuseSpec, DvvChange, dvv_at, hour_spectra, make_medium, to_time
 
 DEG_KM = 111.195  # km per degree of latitude (mean Earth radius 6371 km)
 
@@ -70,6 +74,9 @@ class SynthConfig:
     band_hz: tuple[float, float] = (0.03, 4.0)
     origin: tuple[float, float] = (45.0, 7.0)
     extra: dict[str, Any] = field(default_factory=dict)
+    wavefield: str = "plane"
+    dvv: tuple[DvvChange, ...] = ()
+    diffuse: DiffuseSpec = field(default_factory=DiffuseSpec)
 
     def check(self) -> None:
         """Raise ConfigError when the configuration cannot be synthesised."""
@@ -77,6 +84,13 @@ class SynthConfig:
             raise ConfigError("synth needs at least 2 stations and 1 hour")
         if not self.rates or any(r <= 0 for r in self.rates):
             raise ConfigError("rates must be positive integers (Hz)")
+        if self.wavefield not in ("plane", "diffuse"):
+            raise ConfigError(f"wavefield {self.wavefield!r}: expected plane or diffuse")
+        if self.wavefield == "diffuse":
+            self.diffuse.check(self.rates)
+            return
+        if self.dvv:
+            raise ConfigError("a dv/v schedule needs the diffuse field (--field diffuse): a plane wave has no medium")
         if self.band_hz[1] >= min(self.rates) / 2:
             raise ConfigError(f"the field band {self.band_hz} Hz must stay below every station's Nyquist")
 
@@ -138,6 +152,11 @@ def synthesise(cfg: SynthConfig, out: Path) -> dict[str, Any]:
     layout_seq, field_seq, *station_seqs = seeds.spawn(2 + cfg.stations)
     info = layout(cfg, np.random.default_rng(layout_seq))
     plane = info.pop("_plane_wave")
+    if cfg.wavefield == "diffuse":
+        truth = _synthesise_diffuse(cfg, out, info, field_seq, station_seqs)
+        (out / "truth.json").write_text(json.dumps(truth, indent=1))
+        _write_stations_csv(out / "stations.csv", info)
+        return truth
     base = math.lcm(*cfg.rates, cfg.target_fs)
     arrivals = {sid: round(v["arrival_s"] * base) for sid, v in info.items()}
     pad = max(arrivals.values()) - min(arrivals.values())
@@ -168,19 +187,61 @@ def _write_station(
     x = common[offset : offset + n * step : step] + cfg.local_noise * rng.standard_normal(n)
     counts = np.round(x * 1000).astype(np.int32)
     mask = _gap_mask(cfg, meta["station"], seed_id, n, rate)
-    net, sta, loc, cha = seed_id.split(".")
     per_hour = 3600 * rate
     for h in range(cfg.hours):
         sl = slice(h * per_hour, (h + 1) * per_hour)
-        if mask[sl].all():
-            continue  # the whole hour is gap: no file, as a real station would leave
-        data = np.ma.masked_array(counts[sl], mask=mask[sl]) if mask[sl].any() else counts[sl]
-        tr = obspy.Trace(data, header={"network": net, "station": sta, "location": loc, "channel": cha})
-        tr.stats.sampling_rate = rate
-        tr.stats.starttime = obspy.UTCDateTime(cfg.start + h * 3600)
-        stream = tr.split() if np.ma.is_masked(data) else obspy.Stream([tr])
-        name = f"{seed_id}__{window_id(cfg.start + h * 3600, 3600)}.mseed"
-        stream.write(str(out / name), format="MSEED", encoding="STEIM2", reclen=4096)
+        _write_hour(cfg, out, seed_id, rate, h, counts[sl], mask[sl])
+
+
+def _write_hour(
+    cfg: SynthConfig, out: Path, seed_id: str, rate: int, hour: int, counts: np.ndarray, mask: np.ndarray
+) -> None:
+    """Write one station's hour as MiniSEED (split at gaps); nothing when the whole hour is gap."""
+    if mask.all():
+        return  # the whole hour is gap: no file, as a real station would leave
+    net, sta, loc, cha = seed_id.split(".")
+    data = np.ma.masked_array(counts, mask=mask) if mask.any() else counts
+    tr = obspy.Trace(data, header={"network": net, "station": sta, "location": loc, "channel": cha})
+    tr.stats.sampling_rate = rate
+    tr.stats.starttime = obspy.UTCDateTime(cfg.start + hour * 3600)
+    stream = tr.split() if np.ma.is_masked(data) else obspy.Stream([tr])
+    name = f"{seed_id}__{window_id(cfg.start + hour * 3600, 3600)}.mseed"
+    stream.write(str(out / name), format="MSEED", encoding="STEIM2", reclen=4096)
+
+
+def _synthesise_diffuse(
+    cfg: SynthConfig,
+    out: Path,
+    info: dict[str, dict[str, Any]],
+    field_seq: np.random.SeedSequence,
+    station_seqs: list[np.random.SeedSequence],
+) -> dict[str, Any]:
+    """Write the diffuse-field world hour by hour (memory stays one hour deep) and return its truth."""
+    for meta in info.values():
+        meta.pop("arrival_s")  # a plane-wave quantity; the diffuse truth gives distances instead
+    ids = list(info)
+    xy = np.array([[info[sid]["x_km"], info[sid]["y_km"]] for sid in ids])
+    medium_seq, *hour_seqs = field_seq.spawn(1 + cfg.hours)
+    medium = make_medium(xy, cfg.aperture_km, cfg.velocity_km_s, cfg.diffuse, np.random.default_rng(medium_seq))
+    rngs = [np.random.default_rng(seq) for seq in station_seqs]
+    rates = [int(info[sid]["fs"]) for sid in ids]
+    masks = [
+        _gap_mask(cfg, info[sid]["station"], sid, cfg.hours * 3600 * r, r) for sid, r in zip(ids, rates, strict=True)
+    ]
+    # the velocity is constant within a window and equal to the schedule at the window's centre
+    dvv = {window_id(cfg.start + h * 3600, 3600): dvv_at(cfg.dvv, h + 0.5) for h in range(cfg.hours)}
+    gain = 0.0
+    for h, (wid, seq) in enumerate(zip(dvv, hour_seqs, strict=True)):
+        spectra = hour_spectra(medium, dvv[wid], 3600.0, np.random.default_rng(seq))
+        # one gain for every station and hour, from hour 0 (Parseval: mean square = 2 sum |X_k|^2): stations
+        # keep their amplitude differences, and the local noise is relative to the network's mean field
+        gain = gain or 1.0 / math.sqrt(2 * float(np.mean(np.sum(np.abs(spectra) ** 2, axis=1))))
+        for i, sid in enumerate(ids):
+            n = 3600 * rates[i]
+            x = to_time(spectra[i : i + 1], n)[0] * gain + cfg.local_noise * rngs[i].standard_normal(n)
+            counts = np.round(x * 1000).astype(np.int32)
+            _write_hour(cfg, out, sid, rates[i], h, counts, masks[i][h * n : (h + 1) * n])
+    return _truth_diffuse(cfg, info, dvv)
 
 
 def _gap_mask(cfg: SynthConfig, station: str, seed_id: str, n: int, rate: int) -> np.ndarray:
@@ -209,6 +270,37 @@ def _truth(cfg: SynthConfig, info: dict[str, dict[str, Any]], plane: dict[str, A
         "gaps": [g.__dict__ for g in cfg.gaps],
         "stations": info,
         "pairs": pairs,
+    }
+
+
+def _truth_diffuse(cfg: SynthConfig, info: dict[str, dict[str, Any]], dvv: dict[str, float]) -> dict[str, Any]:
+    ids = sorted(info)
+    pairs = {}
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            d = math.hypot(info[b]["x_km"] - info[a]["x_km"], info[b]["y_km"] - info[a]["y_km"])
+            pairs[pair_key(a, b)] = {"distance_km": round(d, 9), "arrival_s": round(d / cfg.velocity_km_s, 9)}
+    spec = cfg.diffuse
+    return {
+        "generator": "xcorrflow synth",
+        "field": "diffuse",
+        "seed": cfg.seed,
+        "start": str(obspy.UTCDateTime(cfg.start)),
+        "hours": cfg.hours,
+        "target_fs": cfg.target_fs,
+        "medium": {
+            "velocity_km_s": cfg.velocity_km_s,
+            "n_sources": spec.n_sources,
+            "inside_fraction": spec.inside_fraction,
+            "n_scatterers": spec.n_scatterers,
+            "strength": spec.strength,
+            "band_hz": list(spec.band_hz),
+        },
+        "dvv_schedule": [c.__dict__ for c in cfg.dvv],
+        "gaps": [g.__dict__ for g in cfg.gaps],
+        "stations": info,
+        "pairs": pairs,
+        "dvv": dvv,
     }
 
 

@@ -1,6 +1,6 @@
 """Dashboards, consoles and alert rules checked against the Prometheus that scraped a real run.
 
-One streaming run (6 stations, 2 windows, ingest spread over 15 s) is watched by a private Prometheus that
+One streaming run with --dvv (6 stations, 2 windows, ingest spread over 15 s) is watched by a private Prometheus that
 `make up`'s own code starts (same config, rules and consoles) and that scrapes every second. Then:
 
 - every query of the Grafana dashboard and of the console page returns data over the run;
@@ -45,11 +45,14 @@ from xcorrflow.stack.service import INFRA
 from xcorrflow.synth import SynthConfig, synthesise
 
 DASHBOARD = INFRA / "grafana" / "dashboards" / "xcorrflow.json"
-SERVICES = ("broker", "scheduler", "latency", "preprocess", "correlate", "stack")
+SERVICES = ("broker", "scheduler", "latency", "preprocess", "correlate", "stack", "monitor")
 FAST = {
     "XCORRFLOW_PROCESSING__CC_LEN_S": "600",
     "XCORRFLOW_PROCESSING__STEP_S": "300",
     "XCORRFLOW_PROCESSING__MAXLAG_S": "100",
+    # dv/v of a plane wave against its first window: values, so that the dv/v panels have data
+    "XCORRFLOW_DVV__REFERENCE__FIRST_K": "1",
+    "XCORRFLOW_DVV__START_VELOCITY_KM_S": "50",
 }
 
 
@@ -98,6 +101,7 @@ def _observe(stack: Settings, prom: Settings, home: Path, data: Path, expected: 
         stormer.start()
         start = time.time()
         args = ["run", "--input", str(data), "--output", str(home / "out"), "--spread", "15", "--timeout", "300"]
+        args.append("--dvv")  # the monitor too: its panels are on the dashboard
         assert main([*args, "--cleanup"]) == 0
         end = time.time()
         stormer.join(60)
@@ -167,14 +171,14 @@ def test_every_exporter_answers_a_storm_of_200_scrapes_and_the_run_stays_correct
 def test_every_grafana_query_returns_data_after_a_run(observed: Observed) -> None:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
-    assert len(exprs) == 19, "the dashboard's queries are all here"
+    assert len(exprs) == 22, "the dashboard's queries are all here"
     assert _empty_over_run(observed, exprs) == {}
 
 
 def test_every_console_query_returns_data_after_a_run(observed: Observed) -> None:
     with urllib.request.urlopen(f"{observed.prometheus}/consoles/xcorrflow.html", timeout=30) as resp:
         page = console_exprs(resp.read().decode())
-    assert (len(page.graphs), len(page.stats)) == (8, 5), "eight graphs and five stats are served"
+    assert (len(page.graphs), len(page.stats)) == (10, 5), "ten graphs and five stats are served"
     assert _empty_over_run(observed, [e for graph in page.graphs for e in graph]) == {}
     for expr in page.stats:
         assert finite_samples(api(observed.prometheus, "query", query=expr)) > 0, expr
@@ -200,8 +204,8 @@ def test_alert_rules_are_loaded_healthy_read_real_metrics_and_stay_quiet(observe
 
 def test_console_without_data_says_no_data_not_error(observed: Observed) -> None:
     page = console_exprs(observed.before)
-    assert page.states == ["nodata"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
-    assert page.classes.get("xf_nodata", 0) == 1 + 5 + 8, "no alert, and five stats and eight graphs say 'no data'"
+    assert page.states == ["nodata"] * 10, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
+    assert page.classes.get("xf_nodata", 0) == 1 + 5 + 10, "no alert, and five stats and ten graphs say 'no data'"
     assert "xf_error" not in page.classes and "prom_graph_error" not in page.classes
 
 
@@ -209,8 +213,8 @@ def test_console_in_chromium_draws_every_graph_and_saves_a_screenshot(observed: 
     span = int(observed.end - observed.start) + 40
     url = f"{observed.prometheus}/consoles/xcorrflow.html?range={span}s&end={int(observed.end) + 10}"
     page = console_exprs(chromium(url, "--dump-dom"))
-    assert page.states == ["data"] * 8, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
-    assert page.tags.get("svg", 0) >= 8 and "xf_error" not in page.classes, "every graph is drawn"
+    assert page.states == ["data"] * 10, list(zip(page.states, (graph[0] for graph in page.graphs), strict=True))
+    assert page.tags.get("svg", 0) >= 10 and "xf_error" not in page.classes, "every graph is drawn"
     shot = Path(os.environ.get("XCORRFLOW_CONSOLE_SCREENSHOT", tmp_path / "console.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
     chromium(url, f"--screenshot={shot}", "--window-size=1400,1150", "--hide-scrollbars")

@@ -146,6 +146,16 @@ def test_a_new_station_extends_the_pair_axis_and_keeps_the_stacks(tmp_path: Path
         store.register(["XX.A..HHZ", "XX.B..HHZ"])
 
 
+def test_stations_keep_their_positions_when_others_join_without_theirs(tmp_path: Path) -> None:
+    """The stacker passes the positions of the joining stations only: the earlier ones must keep theirs."""
+    store = StackStore(open_root(tmp_path / "s.zarr"), PARAMS)
+    store.register(["XX.B..HHZ", "XX.A..HHZ"], {"XX.B..HHZ": Coordinates(45.0, 7.0), "XX.A..HHZ": None})
+    store.register(["XX.B..HHZ", "XX.A..HHZ", "XX.C..HHZ"], {"XX.C..HHZ": Coordinates(46.0, 8.0)})
+    group = open_root(tmp_path / "s.zarr")["stations"]
+    np.testing.assert_array_equal(group["latitude"][:], [45.0, np.nan, 46.0])
+    np.testing.assert_array_equal(group["longitude"][:], [7.0, np.nan, 8.0])
+
+
 def test_xarray_opens_stacks_and_windows_as_labelled_datasets(tmp_path: Path) -> None:
     stations = ["XX.A..HHZ", "XX.B..HHZ", "XX.C..HHZ"]
     store = _stacks(tmp_path, stations)

@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "what OUT gets: zarr (OUT/results.zarr, opened by xarray), sac (OUT/<A>__<B>.sac), or both",
         choices=FORMATS,
     )
+    p.add_argument(
+        "--dvv",
+        action="store_true",
+        help="also measure dv/v (settings dvv.*): results.zarr/dvv, OUT/dvv_network.csv and OUT/dvv_pairs.csv; "
+        "pipeline modes start the monitor worker",
+    )
     p.add_argument("--no-ccfs", action="store_true", help="inprocess: do not keep per-window CCFs in results.zarr")
     env_flag(p, "--workers", "XCORRFLOW_RUN_WORKERS", 2, "inprocess: threads for the kernel's inverse FFTs", int)
     env_flag(p, "--preprocess-workers", "XCORRFLOW_RUN_PREPROCESS_WORKERS", 1, "pipeline: preprocess workers", int)
@@ -76,9 +82,14 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         from xcorrflow.inprocess import run_inprocess
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
-            return run_inprocess(
+            if args.dvv and args.no_ccfs:
+                raise ModeUnavailable(mode, "--dvv measures the per-window CCFs: drop --no-ccfs")
+            report = run_inprocess(
                 inp, out, settings, progress, keep_ccfs=not args.no_ccfs, workers=args.workers, formats=formats
             )
+            if args.dvv:
+                _inprocess_dvv(out, settings, report)
+            return report
 
         return inprocess
     from xcorrflow.pipeline import RunOptions, run_pipeline
@@ -93,6 +104,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         cleanup=args.cleanup,
         fresh=args.fresh,
         formats=formats,
+        dvv=args.dvv,
     )
 
     def pipeline(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
@@ -100,6 +112,22 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
         return run_pipeline(inp, out, settings, progress, options)
 
     return pipeline
+
+
+def _inprocess_dvv(out: Path, settings: Settings, report: Report) -> None:
+    """Measure the run's windows and write the two CSV files (see :mod:`xcorrflow.dvvout`)."""
+    import time
+
+    from results.layout import ROOT_NAME
+    from results.zarrio import open_root
+    from xcorrflow.dvvout import check_reference, measure_inprocess, write_csvs
+
+    t0 = time.perf_counter()
+    check_reference(settings, report.windows)
+    root = open_root(out / ROOT_NAME)
+    report.outputs["dvv"] = measure_inprocess(root, settings)
+    write_csvs(root, out, settings.dvv_csv_method)
+    report.timings_s["dvv"] = round(time.perf_counter() - t0, 6)
 
 
 def _require_stack(settings: Settings, mode: str) -> None:

@@ -15,9 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``synth`` sub-command."""
     p = subparsers.add_parser(
         "synth",
-        help="write a synthetic station array with known lags",
-        description="A plane wave of band-limited noise crosses N stations; every pair's lag is a whole "
-        "number of 20 Hz samples. Writes one MiniSEED file per station and hour, stations.csv, truth.json.",
+        help="write a synthetic station array with known lags (or a known velocity change)",
+        description="--field plane (default): a plane wave of band-limited noise crosses N stations; every pair's "
+        "lag is a whole number of 20 Hz samples. --field diffuse: noise sources around and inside the array and "
+        "point scatterers (coda) in a medium whose velocity follows the --dvv-* schedule; truth.json gives each "
+        "pair's distance and each window's true dv/v. Writes one MiniSEED file per station and hour, "
+        "stations.csv, truth.json.",
     )
     p.add_argument("out", type=Path, help="output folder")
     env_flag(p, "--stations", "XCORRFLOW_SYNTH_STATIONS", 8, "number of stations", int)
@@ -32,11 +35,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="remove LEN s of STATION (code like S003, or index) from START s; repeatable",
     )
     env_flag(p, "--local-noise", "XCORRFLOW_SYNTH_LOCAL_NOISE", 0.5, "local noise std / field std", float)
+    env_flag(
+        p, "--field", "XCORRFLOW_SYNTH_FIELD", "plane", "wave field: plane or diffuse", choices=["plane", "diffuse"]
+    )
+    changes = {
+        "step": ("HOUR:PERCENT", "dv/v changes by PERCENT from HOUR on"),
+        "ramp": ("START:END:PERCENT", "dv/v changes linearly by PERCENT from hour START to END, then holds"),
+        "recovery": ("HOUR:PERCENT:TAU", "dv/v changes by PERCENT at HOUR, then relaxes as exp(-t/TAU hours)"),
+    }
+    for kind, (metavar, text) in changes.items():
+        p.add_argument(
+            f"--dvv-{kind}",
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=f"{text} (diffuse field; percent, + = faster; terms add up; repeatable)",
+        )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Synthesise the deployment described by the parsed arguments."""
+    from xcorrflow.diffuse import DvvChange
     from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
     try:
@@ -50,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         gaps=tuple(GapSpec.parse(g) for g in args.gap),
         local_noise=args.local_noise,
+        wavefield=args.field,
+        dvv=tuple(
+            DvvChange.parse(kind, text)
+            for kind in ("step", "ramp", "recovery")
+            for text in getattr(args, f"dvv_{kind}")
+        ),
     )
     t0 = time.perf_counter()
     truth = synthesise(cfg, args.out)

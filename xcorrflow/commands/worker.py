@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preprocess.set_defaults(func=run_preprocess)
     schedule.set_defaults(func=run_scheduler)
     _register_stack(services)
+    _register_monitor(services)
     latency = services.add_parser("latency", help="latency tracker: raw arrival → all pairs of a station done")
     _common(latency)
     latency.set_defaults(func=run_latency)
@@ -179,6 +180,36 @@ def run_stacker(args: argparse.Namespace) -> int:
     stacks = StackStore(root, settings.processing, chunk_pairs=settings.stack_chunk_pairs)
     stacker = Stacker(settings, topics, open_store(settings), windows, stacks, memory_mb=settings.stack_memory_mb)
     return run_service("stack", stacker, settings)
+
+
+def _register_monitor(services: argparse._SubParsersAction) -> None:
+    monitor = services.add_parser("monitor", help="dv/v monitor: complete windows → dv/v table (zarr) and gauges")
+    monitor.add_argument(
+        "--stacks",
+        default=os.environ.get("XCORRFLOW_STACKS"),
+        help="the hierarchy that holds the stations and gets the dv/v table: s3://bucket/prefix.zarr or a local "
+        "folder.zarr (env: XCORRFLOW_STACKS; default: the namespace's results.zarr in the bucket)",
+    )
+    _common(monitor)
+    monitor.set_defaults(func=run_monitor)
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    """Run one dv/v monitor (members of the ``monitor`` group share the stacks topic's partitions)."""
+    from consumers.dvvwork import DvvWork
+    from consumers.monitor import Monitor
+    from producers.worker import group_name
+    from results.zarrio import bucket_root, open_root
+    from storage import open_store
+    from xcorrflow.workers import run_service
+
+    settings = _settings(args)
+    topics = settings.topics.with_prefix(args.topic_prefix)
+    windows = open_root(bucket_root(settings), settings)
+    root = open_root(args.stacks or bucket_root(settings), settings)
+    work = DvvWork(windows, root, open_store(settings), settings.processing, settings.dvv, settings.key_prefix)
+    monitor = Monitor(settings, topics, work, group=group_name("monitor", args.topic_prefix))
+    return run_service("monitor", monitor, settings)
 
 
 def run_latency(args: argparse.Namespace) -> int:
