@@ -33,7 +33,6 @@ from datetime import datetime
 from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
-from consumers.pairing import parse_product_key
 from contracts.errors import TransientError
 from contracts.events import DeadLetter, Event, EventDecodeError, PairTask, RowCorrelated, decode
 from contracts.kafka import (
@@ -52,11 +51,12 @@ from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
 from dsp.seed import pair_key
 from results.layout import CHUNK_PAIRS, pair_index
-from results.manifest import FAILED, TaskManifest, manifest_key
+from results.manifest import FAILED, TaskManifest
 from results.windows import WindowStore, task_block
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.keys import validate_key, validate_seed_id, validate_window_id
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "correlate"
@@ -101,7 +101,7 @@ def check_task(task: PairTask, namespace: str) -> None:
             raise InvalidTask(f"no product key for station {name}")
         try:
             validate_key(key)
-            _, window, station = parse_product_key(key, namespace)
+            _, window, station = Layout(namespace).parse_product(key)
         except (InvalidKey, ValueError) as exc:
             raise InvalidTask(f"product key {key!r} of {name}: {exc}") from exc
         if (window, station) != (task.window, name):
@@ -156,6 +156,7 @@ class Correlator:
         self.store = store
         self.windows = windows
         self.ns = settings.key_prefix
+        self.layout = Layout(self.ns)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.threads = threads
@@ -259,7 +260,7 @@ class Correlator:
 
     def _correlate_task(self, msg: Message, task: PairTask) -> list[tuple[str, str, Event]]:
         t0 = time.monotonic()
-        key = manifest_key(self.ns, task.window, task.row, task.slot)
+        key = self.layout.manifest(task.window, task.row, task.slot)
         try:  # a redelivered task: its CCFs and manifest are durable already
             manifest = TaskManifest.decode(self.store.get(key))
         except ObjectNotFound:

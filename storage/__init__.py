@@ -2,14 +2,16 @@
 
 Typical use::
 
-    from storage import open_store, keys
+    from storage import open_store
+    from storage.layout import Layout
 
     store = open_store()                      # the S3 bucket of the settings
-    key = keys.prep_key(window, seed_id, "npz")
+    key = Layout(settings.key_prefix).product(window, seed_id)
     if not store.exists(key):
         store.put_if_absent(key, payload)     # idempotent: same bytes twice is fine
 
-See :mod:`storage.base` for the semantics every backend shares and :mod:`storage.keys` for the key rules.
+See :mod:`storage.base` for the semantics every backend shares and :mod:`storage.keys` for the key rules,
+:mod:`storage.layout` for which keys exist.
 """
 
 from __future__ import annotations

@@ -306,10 +306,10 @@ def read_any(path: Path) -> Section:
     Raises:
         FileNotFoundError: ``path`` is neither.
     """
-    from results.layout import ROOT_NAME
     from results.zarrio import open_root
+    from storage.layout import RESULTS_ROOT
 
-    hierarchy = path if path.suffix == ".zarr" else path / ROOT_NAME
+    hierarchy = path if path.suffix == ".zarr" else path / RESULTS_ROOT
     if (hierarchy / "stacks").is_dir():
         return read_store_section(open_root(hierarchy, read_only=True))
     return read_section(path)

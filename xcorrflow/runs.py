@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from contracts.settings import Settings
 from contracts.topics import delete_topics
 from storage import ObjectStore
+from storage.layout import run_prefixes
 
 RUN_ID = re.compile(r"run-\d{8}T\d{6}-[0-9a-f]{6}")
 
@@ -43,7 +44,7 @@ def delete_run(settings: Settings, store: ObjectStore, run_id: str) -> RunFootpr
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"not a run id: {run_id!r} (expected run-YYYYmmddTHHMMSS-xxxxxx)")
     count = 0
-    for prefix in (f"{run_id}/", f"runs/{run_id}/"):
+    for prefix in run_prefixes(run_id):
         for info in list(store.list(prefix)):
             store.delete(info.key)
             count += 1
