@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from contracts.errors import XcorrflowError
+from contracts.settings import use_config_file
 from xcorrflow import __version__, commands
 
 
@@ -47,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.config:
-        import os
-
-        os.environ["XCORRFLOW_CONFIG"] = args.config
+        use_config_file(args.config)
     try:
         return int(args.func(args) or 0)
     except XcorrflowError as exc:

@@ -152,11 +152,12 @@ def run_pipeline(
     if how == "resumed":
         log.warning("resuming run %s (attempt %d): durable work is reused", manifest.run_id, manifest.attempts)
     run_id = manifest.run_id
-    topics = settings.topics.with_prefix(run_id)
+    scoped = settings.scoped(run_id)
+    topics = scoped.scoped_topics
     t_setup = time.perf_counter()
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings, topics), replication=settings.kafka_replication)
+    ensure_topics(settings, topic_specs(settings, topics), replication=settings.kafka_replication)
     store = open_store(settings)
-    run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, options, output_dir)
+    run = _Run(scoped, topics, store, inventory, options, output_dir)
     stacks = output_dir / RESULTS_ROOT
     fleet = start_workers(settings, run_id, run_id, options, len(inventory.windows()), output_dir / "logs", stacks)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from contracts.kafka import connection_config
 from contracts.settings import Settings
 from contracts.topics import delete_topics
 from storage import ObjectStore
@@ -31,7 +32,7 @@ def list_runs(settings: Settings) -> list[str]:
     """Run ids that still have topics on the Kafka cluster, oldest first."""
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=30).topics
+    topics = AdminClient(connection_config(settings)).list_topics(timeout=30).topics
     return sorted({m.group(0) for name in topics if (m := RUN_ID.match(name))})
 
 
@@ -50,8 +51,8 @@ def delete_run(settings: Settings, store: ObjectStore, run_id: str) -> RunFootpr
             count += 1
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=30).topics
+    topics = AdminClient(connection_config(settings)).list_topics(timeout=30).topics
     mine = [name for name in topics if name.startswith(f"{run_id}.")]
     if mine:
-        delete_topics(settings.bootstrap_servers, mine)
+        delete_topics(settings, mine)
     return RunFootprint(run_id, count, mine)
