@@ -16,8 +16,10 @@ See :mod:`storage.base` for the semantics every backend shares and :mod:`storage
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from storage import keys
-from storage.base import ObjectInfo, ObjectStore, PutOutcome
+from storage.base import ObjectStore, PrefixedStore
 from storage.errors import (
     InvalidKey,
     InvalidMetadata,
@@ -32,9 +34,8 @@ from storage.errors import (
 from storage.factory import open_store
 from storage.local import LocalDirStore
 from storage.memory import MemoryStore
-from storage.prefixed import PrefixedStore
+from storage.objects import ObjectInfo, PutOutcome
 from storage.retry import RetryPolicy
-from storage.s3 import S3Store
 
 __all__ = [
     "InvalidKey",
@@ -57,3 +58,16 @@ __all__ = [
     "keys",
     "open_store",
 ]
+
+if TYPE_CHECKING:
+    from storage.s3 import S3Store
+
+
+def __getattr__(name: str) -> object:
+    """``S3Store`` is imported on first use: it pulls in minio and urllib3, which local and in-memory stores (and
+    the DSP workers that only import a key helper) never need."""
+    if name == "S3Store":
+        from storage.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")
