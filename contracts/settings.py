@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from dsp.params import ProcessingParams
+from contracts.params import ProcessingParams
 
 CONFIG_ENV = "XCORRFLOW_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parents[1]
