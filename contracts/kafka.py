@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -153,6 +154,18 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "logger": LIBRDKAFKA_LOG,
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class KafkaClients:
+    """How a service makes its Kafka clients from their configs: the real ones, or the in-memory doubles of
+    :mod:`contracts.testing` (``MemoryBroker.clients()``) in unit tests of its loop."""
+
+    consumer: Callable[[dict[str, Any]], Consumer] = Consumer
+    producer: Callable[[dict[str, Any]], Producer] = Producer
+
+
+REAL_CLIENTS = KafkaClients()
 
 
 def configure_kafka_outage(settings: Settings) -> None:

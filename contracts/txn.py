@@ -49,6 +49,8 @@ from prometheus_client import Counter, Histogram
 from contracts.errors import TransientError, XcorrflowError
 from contracts.events import Event
 from contracts.kafka import (
+    REAL_CLIENTS,
+    KafkaClients,
     client_config,
     consumer_config,
     partitions_of,
@@ -120,10 +122,17 @@ class Transactions:
     """
 
     def __init__(
-        self, settings: Settings, transactional_id: str, *, timeout_ms: int = 60000, service: str = ""
+        self,
+        settings: Settings,
+        transactional_id: str,
+        *,
+        timeout_ms: int = 60000,
+        service: str = "",
+        clients: KafkaClients = REAL_CLIENTS,
     ) -> None:
-        """Prepare (no request is sent until :meth:`start`)."""
+        """Prepare (no request is sent until :meth:`start`); ``clients`` makes the producer."""
         self.settings = settings
+        self.clients = clients
         self.transactional_id = transactional_id
         self.timeout_ms = timeout_ms
         self.service = service or transactional_id
@@ -142,7 +151,7 @@ class Transactions:
         )
         while True:
             self._generation = KAFKA.generation
-            producer = Producer(config)
+            producer = self.clients.producer(config)
             try:
                 init = functools.partial(producer.init_transactions, API_TIMEOUT_S)
                 _bounded("init_transactions", init, API_TIMEOUT_S + STUCK_GRACE_S)
