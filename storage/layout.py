@@ -126,7 +126,10 @@ class Layout:
         Raises:
             ValueError: it is not a product directory of this namespace.
         """
-        return self.parse_product(f"{directory}x.x").window
+        parts = directory.removeprefix(self.namespace).split("/")
+        if not directory.startswith(self.namespace) or len(parts) != 3 or parts[0] != PREP or not parts[1] or parts[2]:
+            raise ValueError(f"not a product directory under {self.namespace or 'the bucket root'}: {directory!r}")
+        return parts[1]
 
     def manifest(self, window: str, row: str, slot: int) -> str:
         """``<ns>tasks/<window>/<row>.s<slot>.json``: the manifest of the row task at ``slot``.
