@@ -15,7 +15,8 @@ code path, config included. What it models, and what it leaves out:
 - Consumer groups: committed offsets per group; ``subscribe`` assigns every partition of the topics to the
   one consumer (no rebalancing between members), starting at the committed offset or, without one, at
   ``auto.offset.reset``. Stored offsets (``store_offsets``) are committed by ``commit()`` and by ``close()``
-  when ``enable.auto.commit`` is on; the auto-commit timer is left out.
+  when ``enable.auto.commit`` is on; the auto-commit timer is left out. With ``enable.partition.eof``, a
+  consumer that reaches the end of a partition gets one ``_PARTITION_EOF`` event there, as from librdkafka.
 - Crashes: :meth:`MemoryBroker.crash_at` makes the next call of a producer method raise :class:`Crash`, a
   ``BaseException`` no service catches: the "process" dies there, and the test starts a new instance.
 
@@ -64,6 +65,7 @@ class MemoryMessage:
     _key: bytes | None
     _value: bytes | None
     _headers: list[tuple[str, bytes]] | None = None
+    _error: KafkaError | None = None
 
     def topic(self) -> str:
         """The record's topic."""
@@ -89,9 +91,9 @@ class MemoryMessage:
         """The record's headers."""
         return self._headers
 
-    def error(self) -> None:
-        """Never an error: the double has no consume errors."""
-        return None
+    def error(self) -> KafkaError | None:
+        """None for a record; ``_PARTITION_EOF`` for the end-of-partition event (``enable.partition.eof``)."""
+        return self._error
 
     def timestamp(self) -> tuple[int, int]:
         """Not modelled: ``(TIMESTAMP_NOT_AVAILABLE, 0)``."""
@@ -164,7 +166,7 @@ class MemoryBroker:
         if topic is not None:
             self.create_topic(topic)
         names = [topic] if topic is not None else list(self.logs)
-        topics = {n: SimpleNamespace(partitions={p: None for p in range(len(self.logs[n]))}) for n in names}
+        topics = {n: SimpleNamespace(partitions=dict.fromkeys(range(len(self.logs[n]))), error=None) for n in names}
         return SimpleNamespace(topics=topics, brokers={1: None})
 
     def _check_crash(self, point: str) -> None:
@@ -278,6 +280,8 @@ class MemoryConsumer:
         self.group: str = config.get("group.id", "")
         self.reset_to_end = config.get("auto.offset.reset") == "latest"
         self.auto_commit = bool(config.get("enable.auto.commit", True))
+        self.report_eof = bool(config.get("enable.partition.eof", False))
+        self._eof_at: set[tuple[str, int, int]] = set()
         self.positions: dict[tuple[str, int], int] = {}
         self.stored: dict[tuple[str, int], int] = {}
         self.closed = False
@@ -304,8 +308,19 @@ class MemoryConsumer:
         for (topic, partition), position in self.positions.items():
             records = self.broker.logs[topic][partition][position : position + num_messages - len(out)]
             out += records
-            self.positions[(topic, partition)] = position + len(records)
+            position += len(records)
+            self.positions[(topic, partition)] = position
+            if self.report_eof and position == self.broker.end(topic, partition):
+                out += self._eof(topic, partition, position)
         return out
+
+    def _eof(self, topic: str, partition: int, position: int) -> list[MemoryMessage]:
+        """The end-of-partition event, once per position reached."""
+        if (topic, partition, position) in self._eof_at:
+            return []
+        self._eof_at.add((topic, partition, position))
+        error = KafkaError(KafkaError._PARTITION_EOF, f"{topic} [{partition}] reached end at offset {position}")
+        return [MemoryMessage(topic, partition, position, None, None, None, error)]
 
     def poll(self, timeout: float = -1) -> MemoryMessage | None:
         """One record, or None."""
