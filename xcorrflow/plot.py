@@ -34,7 +34,9 @@ from obspy.geodetics import degrees2kilometers, locations2degrees
 from obspy.io.sac import SACTrace
 from obspy.io.sac.util import SacError
 
+from contracts.ids import split_pair
 from dsp.product import Coordinates
+from dsp.seed import split_seed_id
 from results.export import stack_rows, station_coordinates
 from results.zarrio import array, subgroup, values
 
@@ -361,8 +363,8 @@ def _title(section: Section, by: str) -> str:
 
 
 def _short(name: str) -> str:
-    """``NET.STA.LOC.CHA__NET.STA.LOC.CHA`` → ``STA–STA`` (the whole name when it does not split)."""
-    a, sep, b = name.partition("__")
-    if not sep:
+    """``NET.STA.LOC.CHA__NET.STA.LOC.CHA`` → ``STA–STA`` (the whole name when it is not a pair name)."""
+    pair = split_pair(name)
+    if pair is None:
         return name
-    return f"{a.split('.')[1] if a.count('.') == 3 else a}–{b.split('.')[1] if b.count('.') == 3 else b}"
+    return "–".join(split_seed_id(seed_id)[1] for seed_id in pair)

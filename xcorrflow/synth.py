@@ -21,7 +21,7 @@ import numpy as np
 import obspy
 
 from contracts.errors import ConfigError
-from dsp.seed import pair_key, validate_seed_id
+from dsp.seed import pair_key, split_seed_id, validate_seed_id
 from dsp.windows import window_id
 
 DEG_KM = 111.195  # km per degree of latitude (mean Earth radius 6371 km)
@@ -168,7 +168,7 @@ def _write_station(
     x = common[offset : offset + n * step : step] + cfg.local_noise * rng.standard_normal(n)
     counts = np.round(x * 1000).astype(np.int32)
     mask = _gap_mask(cfg, meta["station"], seed_id, n, rate)
-    net, sta, loc, cha = seed_id.split(".")
+    net, sta, loc, cha = split_seed_id(seed_id)
     per_hour = 3600 * rate
     for h in range(cfg.hours):
         sl = slice(h * per_hour, (h + 1) * per_hour)
