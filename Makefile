@@ -96,10 +96,11 @@ bench-s3: up ## S3 access paths for zarr chunks: minio, obstore, s3fs, zarr stor
 bench-preprocess: up ## preprocess worker per station-hour against the DSP alone, same run (bench/results/preprocess_worker.json)
 	$(BIN)/python -m bench.preprocess_worker $(BENCH_ARGS)
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the layer contracts (import-linter, [tool.importlinter] in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy contracts storage dsp results producers consumers commit_broker xcorrflow bench
+	$(BIN)/lint-imports
 
 fmt: venv ## format the code
 	$(BIN)/ruff format .

@@ -22,8 +22,8 @@ from bench import checks, faults
 from bench.checks import Expectation, Offset
 from contracts.kafka import partitions_of
 from results.errors import ResultsError
-from results.layout import ROOT_NAME
 from results.zarrio import bucket_root, open_root
+from storage.layout import RESULTS_ROOT
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def evaluate(live: Live, exp: Expectation, fault: Fault, orphan_grace_s: float =
     report = live.report() or {}
     outputs = report.get("outputs") or {}
     run_id = live.known_run_id or outputs.get("run_id")
-    stacks = checks.check_stacks(live.spec.out / ROOT_NAME, exp)
+    stacks = checks.check_stacks(live.spec.out / RESULTS_ROOT, exp)
     events = checks.correlated(_records(live, run_id, fault, "results"))
     updates = checks.stacks_updated(_records(live, run_id, fault, "stacks"))
     ccfs = checks.check_ccfs(_bucket_root(live, run_id), events, exp)

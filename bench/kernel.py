@@ -38,6 +38,7 @@ import numpy as np
 import obspy
 import scipy.fft
 
+from contracts.params import ProcessingParams
 from dsp.correlate import (
     DEFAULT_CHUNK,
     all_pairs,
@@ -46,7 +47,6 @@ from dsp.correlate import (
     row_blocks,
     spectra_to_lags,
 )
-from dsp.params import ProcessingParams
 from dsp.preprocess import preprocess_bytes, preprocess_window
 from dsp.product import StationProduct
 from xcorrflow.tuning import tune_allocator

@@ -50,7 +50,7 @@ from contracts.topics import delete_topics, ensure_topics, topic_specs
 from dsp.preprocess import preprocess_bytes
 from dsp.product import encode_product
 from storage import ObjectStore, open_store
-from storage.keys import raw_key
+from storage.layout import Layout
 from xcorrflow.fleet import WorkerProcess, process_cpu_s
 from xcorrflow.stack.process import read_pid_file
 from xcorrflow.stack.service import StackPaths
@@ -132,7 +132,7 @@ class Round:
             list(pool.map(self.store.delete, [info.key for info in self.store.list(self.prefix)]))
 
     def _raw(self, sid: str) -> str:
-        return f"{self.ns}{raw_key(WINDOW, sid)}"
+        return Layout(self.ns).raw(WINDOW, sid)
 
     def run(self, pids: dict[str, int], profile: Path | None) -> dict[str, float]:
         """Announce every raw object and wait for every FileCommitted; wall and CPU seconds of each process."""

@@ -30,13 +30,14 @@ from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
-from consumers.pairing import parse_product_key
 from contracts.errors import TransientError
 from contracts.events import DeadLetter, Event, EventDecodeError, PairTask, RowCorrelated, decode
 from contracts.kafka import (
+    REAL_CLIENTS,
+    KafkaClients,
     consumer_config,
     dead_letter_for,
     log_ready_on_first_assignment,
@@ -52,11 +53,12 @@ from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
 from dsp.seed import pair_key
 from results.layout import CHUNK_PAIRS, pair_index
-from results.manifest import FAILED, TaskManifest, manifest_key
+from results.manifest import FAILED, TaskManifest
 from results.windows import WindowStore, task_block
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.keys import validate_key, validate_seed_id, validate_window_id
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "correlate"
@@ -101,7 +103,7 @@ def check_task(task: PairTask, namespace: str) -> None:
             raise InvalidTask(f"no product key for station {name}")
         try:
             validate_key(key)
-            _, window, station = parse_product_key(key, namespace)
+            _, window, station = Layout(namespace).parse_product(key)
         except (InvalidKey, ValueError) as exc:
             raise InvalidTask(f"product key {key!r} of {name}: {exc}") from exc
         if (window, station) != (task.window, name):
@@ -150,19 +152,23 @@ class Correlator:
         batch_size: int = 16,
         cache_size: int = 1024,
         threads: int = 1,
+        clients: KafkaClients = REAL_CLIENTS,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.store = store
         self.windows = windows
         self.ns = settings.key_prefix
+        self.layout = Layout(self.ns)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.threads = threads
         self.cache = ProductCache(store, cache_size)
         # A short transaction timeout bounds how long a killed worker's open transaction blocks its partitions.
-        self.txn = Transactions(settings, f"{group}.{self.worker_id}", timeout_ms=10000, service=SERVICE)
-        self.consumer = Consumer(consumer_config(settings, group, transactional=True, service=SERVICE))
+        self.txn = Transactions(
+            settings, f"{group}.{self.worker_id}", timeout_ms=10000, service=SERVICE, clients=clients
+        )
+        self.consumer = clients.consumer(consumer_config(settings, group, transactional=True, service=SERVICE))
         self._stop = threading.Event()
         self._first_result_seen = False
         self._last_arrived = ""  # raw arrival of the later station of the latest task (first-result gauge)
@@ -183,14 +189,23 @@ class Correlator:
         self.consumer.subscribe([self.topics.pairs], on_assign=on_assign)
         try:
             while not self._stop.is_set():
-                batch = [m for m in self.consumer.consume(self.batch_size, 0.05) if not m.error()]
-                watch_kafka(self.consumer)
-                if batch:
-                    KAFKA.succeeded()
-                    self._transact(batch)
+                self.poll_once()
         finally:
             self.consumer.close()
             self.txn.flush()
+
+    def poll_once(self, timeout: float = 0.05) -> bool | None:
+        """Consume one batch of tasks and commit its events with its offsets (one turn of :meth:`run`).
+
+        Returns:
+            None when there was nothing to consume, True when the batch committed, False when it will come again.
+        """
+        batch = [m for m in self.consumer.consume(self.batch_size, timeout) if not m.error()]
+        watch_kafka(self.consumer)
+        if not batch:
+            return None
+        KAFKA.succeeded()
+        return self._transact(batch)
 
     def _transact(self, batch: list[Message]) -> bool:
         """Process a batch of tasks and commit their events with their offsets; False when it will come again.
@@ -259,7 +274,7 @@ class Correlator:
 
     def _correlate_task(self, msg: Message, task: PairTask) -> list[tuple[str, str, Event]]:
         t0 = time.monotonic()
-        key = manifest_key(self.ns, task.window, task.row, task.slot)
+        key = self.layout.manifest(task.window, task.row, task.slot)
         try:  # a redelivered task: its CCFs and manifest are durable already
             manifest = TaskManifest.decode(self.store.get(key))
         except ObjectNotFound:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from contracts.params import ProcessingParams
 from dsp.correlate import lag_axis
 from dsp.dvv import (
     METHODS,
@@ -44,7 +45,6 @@ from dsp.dvv import (
     reference_id,
     select_reference,
 )
-from dsp.params import ProcessingParams
 from dsp.windows import window_id, window_start
 from results.dvv import DvvStore, series_name
 from results.layout import STATIONS, WINDOWS

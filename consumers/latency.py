@@ -26,7 +26,7 @@ from contracts.events import DirectoryCommitted, Event, EventDecodeError, FileRe
 from contracts.kafka import consumer_config, log_ready_on_first_assignment
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
-from dsp.product import PRODUCT_EXT
+from storage.layout import PRODUCT_EXT, Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "latency"
@@ -96,7 +96,7 @@ class LatencyTracker:
         if isinstance(event, DirectoryCommitted):
             window = self._window_of(event.directory)
             return [] if window is None else self.tracker.committed(window, len(event.files))
-        if isinstance(event, RowCorrelated) and event.manifest.startswith(f"{self.ns}tasks/"):
+        if isinstance(event, RowCorrelated) and self.layout.is_manifest(event.manifest):
             at, out = _epoch(event.correlated_at), []
             for column in event.columns:
                 a, b = sorted((event.row, column))
@@ -104,20 +104,25 @@ class LatencyTracker:
             return out
         return []
 
+    @property
+    def layout(self) -> Layout:
+        """The keys of this member's namespace."""
+        return Layout(self.ns)
+
     def _window_of(self, directory: str) -> str | None:
         """``<ns>prep/<window>/`` → window; None for other directories."""
-        if not directory.startswith(f"{self.ns}prep/"):
+        try:
+            return self.layout.parse_product_dir(directory)
+        except ValueError:
             return None
-        window = directory.removeprefix(f"{self.ns}prep/").rstrip("/")
-        return window if window and "/" not in window else None
 
     def _window_station(self, key: str) -> tuple[str, str] | None:
         """``<ns>prep/<window>/<station>.npz`` → (window, station); None for other keys."""
-        directory, _, name = key.rpartition("/")
-        window = self._window_of(f"{directory}/")
-        if window is None or not name.endswith(PRODUCT_EXT):
+        try:
+            _, window, station = self.layout.parse_product(key, ext=PRODUCT_EXT)
+        except ValueError:
             return None
-        return window, name.removesuffix(PRODUCT_EXT)
+        return window, station
 
 
 def _epoch(iso: str) -> float:

@@ -25,9 +25,9 @@ from typing import Literal
 
 from contracts.events import DirectoryCommitted, FileReady, PairTask
 from results.layout import pair_index, slots_for
+from storage.layout import Layout
 
 Mode = Literal["streaming", "cnf", "barrier"]
-PREP = "prep/"
 
 
 @dataclass
@@ -68,22 +68,6 @@ def _always(_key: str) -> bool:
     return True
 
 
-def parse_product_key(key: str, namespace: str = "") -> tuple[str, str, str]:
-    """Split ``<ns>prep/<window>/<station>.<ext>`` into (directory, window, station).
-
-    Raises:
-        ValueError: the key is not a product key under ``namespace``.
-    """
-    rest = key.removeprefix(namespace)
-    parts = rest.split("/")
-    if not key.startswith(namespace) or len(parts) != 3 or parts[0] != PREP.rstrip("/") or "." not in parts[2]:
-        raise ValueError(f"not a product key under {namespace or 'the bucket root'}: {key!r}")
-    station = parts[2].rsplit(".", 1)[0]
-    if not parts[1] or not station:
-        raise ValueError(f"not a product key: {key!r}")
-    return f"{namespace}{PREP}{parts[1]}/", parts[1], station
-
-
 class PairingCore:
     """The scheduler's state machine. Not thread-safe; one instance per scheduler."""
 
@@ -92,6 +76,7 @@ class PairingCore:
             raise ValueError("barrier mode needs the number of windows of the run (windows_expected)")
         self.mode = mode
         self.namespace = namespace
+        self.layout = Layout(namespace)
         self.windows_expected = windows_expected
         self.windows: dict[str, WindowState] = {}
         self.registry: dict[str, int] = {}  # station -> registry index, in the order first seen
@@ -128,7 +113,7 @@ class PairingCore:
         Raises:
             ValueError: the key is not a product key of this namespace, or names no stored object.
         """
-        directory, window, station = parse_product_key(event.key, self.namespace)
+        directory, window, station = self.layout.parse_product(event.key)
         w = self.windows.get(window)
         decision = Decision()
         if w is not None and station in w.stations:
@@ -155,16 +140,16 @@ class PairingCore:
         """
         decision = Decision()
         try:
-            directory, window, _ = parse_product_key(event.directory + "x.x", self.namespace)
+            window = self.layout.parse_product_dir(event.directory)
         except ValueError:
             decision.ignored = "not a prep directory"
             return decision
-        w = self._window(window, directory)
+        w = self._window(window, event.directory)
         if w.committed:
             decision.ignored = "duplicate"
             return decision
         for key in event.files:  # files the commit lists but whose FileReady this scheduler has not seen
-            _, file_window, station = parse_product_key(key, self.namespace)
+            _, file_window, station = self.layout.parse_product(key)
             if file_window != window or (station not in w.stations and not exists(key)):
                 decision.refused.append(key)
             elif station not in w.stations:

@@ -34,7 +34,6 @@ import numpy as np
 from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
-from consumers.pairing import parse_product_key
 from consumers.stackplan import WindowPlan, groups
 from contracts.errors import TransientError
 from contracts.events import (
@@ -51,12 +50,13 @@ from contracts.metrics import DEAD_LETTERS, EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Output, TransactionalLoop
 from dsp.errors import DspError
-from dsp.product import PRODUCT_EXT, Coordinates, decode_product
-from results.manifest import FAILED, TaskManifest, manifest_key
+from dsp.product import Coordinates, decode_product
+from results.manifest import FAILED, TaskManifest
 from results.stacks import StackChunk, StackStore, apply, fingerprint
 from results.windows import SlotIndex, WindowStore, gather
 from storage import ObjectStore
-from storage.errors import ObjectNotFound, StorageError
+from storage.errors import InvalidKey, ObjectNotFound, StorageError
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "stack"
@@ -92,6 +92,7 @@ class Stacker(TransactionalLoop):
         )
         self.topics, self.store, self.windows, self.stacks = topics, store, windows, stacks
         self.ns = settings.key_prefix
+        self.layout = Layout(self.ns)
         row_bytes = windows.n_lags * (12 if stacks.phase else 4)
         per_group = max(1, memory_mb * 2**20 // (2 * row_bytes * stacks.chunk_pairs))  # stacks + the CCFs added
         self.group_pairs = per_group * stacks.chunk_pairs
@@ -122,7 +123,7 @@ class Stacker(TransactionalLoop):
         self._changed = True
 
     def _reload_tasks(self, plan: WindowPlan) -> None:
-        for info in self.store.list(f"{self.ns}tasks/{plan.window}/"):
+        for info in self.store.list(self.layout.manifests(plan.window)):
             try:
                 plan.add_task(TaskManifest.decode(self.store.get(info.key)))
             except (ObjectNotFound, ValueError) as exc:
@@ -152,7 +153,7 @@ class Stacker(TransactionalLoop):
         return out
 
     def _row(self, event: RowCorrelated) -> Output:
-        key = manifest_key(self.ns, event.window, event.row, event.slot)
+        key = self.layout.manifest(event.window, event.row, event.slot)
         if event.manifest != key:
             raise ValueError(f"a RowCorrelated of {event.row} in {event.window} names {event.manifest!r}, not {key!r}")
         manifest = TaskManifest.decode(self.store.get(key))
@@ -174,12 +175,12 @@ class Stacker(TransactionalLoop):
         return out
 
     def _committed(self, event: DirectoryCommitted) -> Output:
-        if not event.directory.startswith(f"{self.ns}prep/"):
+        if not self.layout.in_products(event.directory):
             return Output()
-        _, window, _ = parse_product_key(event.directory + "x.x", self.ns)
+        window = self.layout.parse_product_dir(event.directory)
         # as the scheduler does, a listed file counts only once its product is in the store: a forged commit
         # listing objects that do not exist must not make the window wait for pairs that will never come
-        stations = sorted(parse_product_key(key, self.ns)[2] for key in event.files if self.store.exists(key))
+        stations = sorted(self.layout.parse_product(key).station for key in event.files if self.store.exists(key))
         plan = self.plans.setdefault(window, WindowPlan(window))
         plan.set_expected(stations)
         return Output(state=[(f"w:{window}", plan.record())])
@@ -225,11 +226,11 @@ class Stacker(TransactionalLoop):
         for station in stations:
             coords[station] = None
             for plan in self.plans.values():
-                key = f"{self.ns}prep/{plan.window}/{station}{PRODUCT_EXT}"
                 try:
+                    key = self.layout.product(plan.window, station)
                     coords[station] = decode_product(self.store.get(key), key).coordinates
                     break
-                except (ObjectNotFound, DspError):
+                except (ObjectNotFound, InvalidKey, DspError):
                     continue
         return coords
 

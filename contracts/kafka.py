@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -49,16 +50,47 @@ _CONNECTIVITY_LOGS = frozenset(
 _REPEAT_WINDOW_S = 60.0
 
 
+def connection_config(kafka: Settings | str) -> dict[str, Any]:
+    """The librdkafka properties that reach and authenticate to the cluster: the one mapping of the settings'
+    bootstrap servers and :class:`~contracts.settings.KafkaConnection` block; every client starts from it.
+
+    Args:
+        kafka: the settings, or a bare bootstrap string for a plaintext cluster (tests, the local stack).
+
+    Returns:
+        ``bootstrap.servers`` and, off plaintext, ``security.protocol`` with the ``sasl.*`` and ``ssl.*``
+        properties that are set. It holds the password in clear, as librdkafka needs it: never log it.
+    """
+    if isinstance(kafka, str):
+        return {"bootstrap.servers": kafka}
+    conn = kafka.kafka_connection
+    config: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers}
+    if conn.security_protocol == "plaintext":
+        return config
+    optional = {
+        "sasl.mechanism": conn.sasl_mechanism,
+        "sasl.username": conn.sasl_username,
+        "sasl.password": conn.sasl_password.get_secret_value() if conn.sasl_password else None,
+        "ssl.ca.location": conn.ssl_ca_file,
+        "ssl.certificate.location": conn.ssl_cert_file,
+        "ssl.key.location": conn.ssl_key_file,
+        "ssl.key.password": conn.ssl_key_password.get_secret_value() if conn.ssl_key_password else None,
+    }
+    config["security.protocol"] = conn.security_protocol
+    config.update({name: str(value) for name, value in optional.items() if value is not None})
+    return config
+
+
 def producer_config(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> dict[str, Any]:
     """Configuration of an idempotent (optionally transactional) producer tuned for low latency.
 
     Args:
-        settings: supplies the bootstrap servers.
+        settings: supplies the connection (:func:`connection_config`).
         transactional_id: makes the producer transactional (consume-transform-produce).
         **extra: librdkafka properties that win over the defaults.
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **connection_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,  # events are small and latency matters more than batching
@@ -80,7 +112,7 @@ def consumer_config(
     """Configuration of a group consumer.
 
     Args:
-        settings: supplies the bootstrap servers.
+        settings: supplies the connection (:func:`connection_config`).
         group: consumer group id.
         transactional: offsets are committed by a producer transaction (no auto commit at all); otherwise they
             are auto-committed, but only after the worker stored them, i.e. after the work is durable.
@@ -88,7 +120,7 @@ def consumer_config(
         **extra: librdkafka properties that win over the defaults.
     """
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **connection_config(settings),
         "group.id": group,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
@@ -113,15 +145,27 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Configuration of a plain client (admin, metadata, a run's monitor): bootstrap, outage-aware logging.
 
     Args:
-        settings: supplies the bootstrap servers.
+        settings: supplies the connection (:func:`connection_config`).
         **extra: librdkafka properties that win over the defaults.
     """
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **connection_config(settings),
         "error_cb": _error_cb,
         "logger": LIBRDKAFKA_LOG,
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class KafkaClients:
+    """How a service makes its Kafka clients from their configs: the real ones, or the in-memory doubles of
+    :mod:`contracts.testing` (``MemoryBroker.clients()``) in unit tests of its loop."""
+
+    consumer: Callable[[dict[str, Any]], Consumer] = Consumer
+    producer: Callable[[dict[str, Any]], Producer] = Producer
+
+
+REAL_CLIENTS = KafkaClients()
 
 
 def configure_kafka_outage(settings: Settings) -> None:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,8 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from dsp.dvv.params import DvvParams
-from dsp.params import ProcessingParams
+from contracts.dvvparams import DvvParams
+from contracts.params import ProcessingParams
 
 CONFIG_ENV = "XCORRFLOW_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +106,45 @@ class FaultSettings(BaseModel):
     )
 
 
+class KafkaConnection(BaseModel):
+    """How clients reach and authenticate to the Kafka cluster: security protocol, SASL, TLS files.
+
+    The defaults are the local stack's plaintext listener. :func:`contracts.kafka.connection_config` is the one
+    place that turns this into librdkafka properties. Passwords are ``SecretStr``: repr, logs, ``config show`` and
+    run reports print ``**********``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = Field(
+        "plaintext", description="librdkafka security.protocol: plaintext, ssl (TLS), sasl_plaintext or sasl_ssl"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a sasl_* protocol)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
+    ssl_ca_file: Path | None = Field(None, description="PEM file of the CA that signed the brokers' certificates")
+    ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate (mutual TLS)")
+    ssl_key_password: SecretStr | None = Field(None, description="password of the client key, if it is encrypted")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConnection:
+        """Refuse a block that librdkafka would only refuse at the first connection (or silently ignore)."""
+        sasl = self.security_protocol.startswith("sasl")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, username and password")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError("SASL settings need security_protocol sasl_plaintext or sasl_ssl")
+        tls = self.security_protocol.endswith("ssl")
+        if not tls and (self.ssl_ca_file or self.ssl_cert_file or self.ssl_key_file or self.ssl_key_password):
+            raise ValueError("TLS files need security_protocol ssl or sasl_ssl")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return self
+
+
 class ContainerImages(BaseModel):
     """Images of the testcontainers suite (``make test-containers``). The defaults are built here by
     ``make images``; with Docker, point them at the official images instead, e.g.
@@ -139,6 +178,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="bootstrap servers; defaults to kafka_host:kafka_port (the local stack)"
     )
+    kafka_connection: KafkaConnection = Field(
+        default_factory=KafkaConnection, description="security protocol, SASL and TLS of the Kafka clients"
+    )
     kafka_replication: int = Field(1, ge=1, description="replication factor of created topics (1 on one node)")
     kafka_heap: str = Field("768m", description="JVM heap (-Xmx) of the local Kafka broker")
 
@@ -159,6 +201,11 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("xcorrflow", description="bucket holding raw/, prep/, ccf/, stacks/ and runs/")
     namespace: str = Field(
         "", description="key prefix under which this deployment's raw/, prep/, ccf/ and stacks/ live ('' = root)"
+    )
+    topic_prefix: str = Field(
+        "",
+        description="this deployment's topics are '<prefix>.<name>' ('' = the plain names); with the "
+        "namespace, the scope of a run (see Settings.scoped)",
     )
     s3_notifications: bool = Field(
         True, description="make up: wire the S3 server's bucket notifications to the files topic"
@@ -261,6 +308,15 @@ class Settings(BaseSettings):
         return namespace_prefix(self.namespace)
 
     @property
+    def scoped_topics(self) -> TopicNames:
+        """The topic names under :attr:`topic_prefix`."""
+        return self.topics.with_prefix(self.topic_prefix)
+
+    def scoped(self, scope: str) -> Settings:
+        """These settings confined to one run's scope: topics under ``<scope>.`` and objects under ``<scope>/``."""
+        return self.model_copy(update={"namespace": scope, "topic_prefix": scope})
+
+    @property
     def targets_dir(self) -> Path:
         """Prometheus file-based discovery directory; every worker registers itself there."""
         return self.home / "prometheus" / "targets"
@@ -274,6 +330,12 @@ def namespace_prefix(namespace: str) -> str:
     """'' or ``namespace`` with exactly one trailing '/' (and none leading)."""
     ns = namespace.strip("/")
     return f"{ns}/" if ns else ""
+
+
+def use_config_file(config_file: str | os.PathLike[str]) -> None:
+    """Make ``config_file`` the YAML file of every later :class:`Settings` of this process and of the workers
+    it starts (they inherit ``XCORRFLOW_CONFIG``): what ``--config`` does."""
+    os.environ[CONFIG_ENV] = str(config_file)
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -59,12 +59,12 @@ def topic_specs(settings: Settings, topics: TopicNames | None = None) -> list[To
 
 
 def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, replication: int = 1, timeout: float = 30.0
+    kafka: Settings | str, specs: Iterable[TopicSpec], *, replication: int = 1, timeout: float = 30.0
 ) -> dict[str, str]:
     """Create the topics that do not exist yet. Existing topics are left alone.
 
     Args:
-        bootstrap: Kafka bootstrap servers.
+        kafka: the settings (their connection), or a plaintext bootstrap string.
         specs: the topics wanted.
         replication: replication factor of new topics.
         timeout: seconds to wait for the broker.
@@ -79,11 +79,14 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from contracts.kafka import connection_config
+
+    config = connection_config(kafka)
+    admin = AdminClient(config)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise ServiceUnavailable("kafka", bootstrap, str(exc)) from exc
+        raise ServiceUnavailable("kafka", config["bootstrap.servers"], str(exc)) from exc
     wanted = list(specs)
     outcome: dict[str, str] = {}
     missing = []
@@ -115,12 +118,20 @@ def ensure_topics(
     return outcome
 
 
-def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
-    """Delete topics (tests and per-run cleanup); missing topics are ignored."""
+def delete_topics(kafka: Settings | str, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics (tests and per-run cleanup); missing topics are ignored.
+
+    Args:
+        kafka: the settings (their connection), or a plaintext bootstrap string.
+        names: the topics.
+        timeout: seconds to wait for the broker.
+    """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from contracts.kafka import connection_config
+
+    admin = AdminClient(connection_config(kafka))
     for future in admin.delete_topics(list(names), request_timeout=timeout).values():
         with contextlib.suppress(KafkaException):
             future.result()

@@ -49,6 +49,8 @@ from prometheus_client import Counter, Histogram
 from contracts.errors import TransientError, XcorrflowError
 from contracts.events import Event
 from contracts.kafka import (
+    REAL_CLIENTS,
+    KafkaClients,
     client_config,
     consumer_config,
     partitions_of,
@@ -120,10 +122,17 @@ class Transactions:
     """
 
     def __init__(
-        self, settings: Settings, transactional_id: str, *, timeout_ms: int = 60000, service: str = ""
+        self,
+        settings: Settings,
+        transactional_id: str,
+        *,
+        timeout_ms: int = 60000,
+        service: str = "",
+        clients: KafkaClients = REAL_CLIENTS,
     ) -> None:
-        """Prepare (no request is sent until :meth:`start`)."""
+        """Prepare (no request is sent until :meth:`start`); ``clients`` makes the producer."""
         self.settings = settings
+        self.clients = clients
         self.transactional_id = transactional_id
         self.timeout_ms = timeout_ms
         self.service = service or transactional_id
@@ -142,7 +151,7 @@ class Transactions:
         )
         while True:
             self._generation = KAFKA.generation
-            producer = Producer(config)
+            producer = self.clients.producer(config)
             try:
                 init = functools.partial(producer.init_transactions, API_TIMEOUT_S)
                 _bounded("init_transactions", init, API_TIMEOUT_S + STUCK_GRACE_S)
@@ -337,8 +346,10 @@ class TransactionalLoop(ABC):
         batch_size: int = 500,
         poll_timeout: float = 0.02,
         tick_interval: float = 1.0,
+        clients: KafkaClients = REAL_CLIENTS,
     ) -> None:
         self.settings = settings
+        self.clients = clients
         self.group = group
         self.input_topics = inputs
         self.state_topic = state_topic
@@ -349,8 +360,8 @@ class TransactionalLoop(ABC):
         self._stop = threading.Event()
         self._offsets_pending = False  # consumed messages whose offsets no transaction has committed yet
         # A fixed transactional.id per group: a new instance fences the previous one and aborts what it left open.
-        self.txn = Transactions(settings, group, service=self.service)
-        self.consumer = Consumer(consumer_config(settings, group, transactional=True, service=self.service))
+        self.txn = Transactions(settings, group, service=self.service, clients=clients)
+        self.consumer = clients.consumer(consumer_config(settings, group, transactional=True, service=self.service))
         self.assignment: list[TopicPartition] = []
 
     # --- hooks ---------------------------------------------------------------------------------------------
@@ -399,7 +410,7 @@ class TransactionalLoop(ABC):
 
     def recover(self) -> None:
         """Rebuild memory from the state topic and rewind the inputs to the committed offsets."""
-        records = list(read_compacted(self.settings, self.state_topic))
+        records = list(read_compacted(self.settings, self.state_topic, clients=self.clients))
         self.reset(records)
         committed = with_kafka("committed offsets", lambda: self.consumer.committed(self.assignment, timeout=30))
         positions = []
@@ -421,10 +432,7 @@ class TransactionalLoop(ABC):
         next_tick = time.monotonic() + self.tick_interval
         try:
             while not self._stop.is_set():
-                batch = self.consumer.consume(self.batch_size, self.poll_timeout)
-                watch_kafka(self.consumer)
-                if batch:
-                    self.transact(functools.partial(self._handle_batch, batch), with_offsets=True, defer_empty=True)
+                self.poll_once()
                 if time.monotonic() >= next_tick:
                     self.transact(lambda: self.tick(time.time()), with_offsets=self._offsets_pending)
                     next_tick = time.monotonic() + self.tick_interval
@@ -434,6 +442,19 @@ class TransactionalLoop(ABC):
         finally:
             self.consumer.close()
             self.txn.flush()
+
+    def poll_once(self) -> bool | None:
+        """Consume one batch and publish what it produced with its offsets (the input half of one turn of
+        :meth:`run`, which also ticks and works).
+
+        Returns:
+            None when there was nothing to consume, else what :meth:`transact` returned.
+        """
+        batch = self.consumer.consume(self.batch_size, self.poll_timeout)
+        watch_kafka(self.consumer)
+        if not batch:
+            return None
+        return self.transact(functools.partial(self._handle_batch, batch), with_offsets=True, defer_empty=True)
 
     def _handle_batch(self, batch: list[Message]) -> Output:
         out = Output()
@@ -491,7 +512,9 @@ class TransactionalLoop(ABC):
             producer.produce(self.state_topic, key=key.encode(), value=value)
 
 
-def read_compacted(settings: Settings, topic: str, timeout: float = 60.0) -> Iterator[tuple[str, bytes | None]]:
+def read_compacted(
+    settings: Settings, topic: str, timeout: float = 60.0, *, clients: KafkaClients = REAL_CLIENTS
+) -> Iterator[tuple[str, bytes | None]]:
     """Every (key, value) of ``topic`` from its beginning to its current end, committed records only.
 
     The whole topic is read before anything is yielded, so a broker outage in the middle restarts the read
@@ -503,7 +526,7 @@ def read_compacted(settings: Settings, topic: str, timeout: float = 60.0) -> Ite
     """
     while True:
         try:
-            records = _read_to_end(settings, topic, timeout)
+            records = _read_to_end(settings, topic, timeout, clients)
         except KafkaException as exc:
             if not unreachable(exc):
                 raise
@@ -514,7 +537,9 @@ def read_compacted(settings: Settings, topic: str, timeout: float = 60.0) -> Ite
         return
 
 
-def _read_to_end(settings: Settings, topic: str, timeout: float) -> list[tuple[str, bytes | None]]:
+def _read_to_end(
+    settings: Settings, topic: str, timeout: float, clients: KafkaClients
+) -> list[tuple[str, bytes | None]]:
     config = client_config(
         settings,
         **{
@@ -524,7 +549,7 @@ def _read_to_end(settings: Settings, topic: str, timeout: float) -> list[tuple[s
             "enable.partition.eof": True,
         },
     )
-    consumer = Consumer(config)
+    consumer = clients.consumer(config)
     try:
         partitions = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

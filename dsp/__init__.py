@@ -14,4 +14,7 @@ Modules, in the order data flows through them:
 - :mod:`dsp.stack`: linear and phase-weighted stacks (the running form is :mod:`results.stacks`).
 - :mod:`dsp.dvv`: dv/v of each window's CCF against a reference (stretching, MWCS) and the network series.
 - :mod:`dsp.codec`: the deterministic npz container under every codec; :mod:`dsp.errors`: the error types.
+
+The parameters of the chain are :class:`contracts.params.ProcessingParams`: the settings model nests them, and
+contracts sit below dsp.
 """

@@ -21,9 +21,9 @@ import numpy as np
 import obspy
 from scipy import ndimage, signal
 
+from contracts.params import ProcessingParams
 from dsp.errors import EmptyRecord, RecordTooShort
 from dsp.mseed import resample_ratio
-from dsp.params import ProcessingParams
 
 
 @dataclass(frozen=True, eq=False)

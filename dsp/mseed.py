@@ -11,6 +11,7 @@ import obspy
 from obspy.io.mseed import InternalMSEEDWarning
 from obspy.io.mseed.util import get_record_information
 
+from contracts.params import ProcessingParams
 from dsp.errors import (
     CorruptMiniSEED,
     EmptyRecord,
@@ -18,7 +19,6 @@ from dsp.errors import (
     NonFiniteSamples,
     UnsupportedSamplingRate,
 )
-from dsp.params import ProcessingParams
 from dsp.seed import validate_seed_id
 
 MAX_RATIO_TERM = 1000  # largest up/down factor accepted for rational resampling

@@ -9,10 +9,10 @@ from typing import Any
 
 import obspy
 
+from contracts.params import ProcessingParams
 from dsp.conditioning import condition
 from dsp.errors import DspError
 from dsp.mseed import check_stream, decode_mseed
-from dsp.params import ProcessingParams
 from dsp.product import Coordinates, StationProduct
 from dsp.spectra import band_bins, fft_size, gap_fractions, segments, whitened_spectra
 from dsp.windows import window_start, windows_in_span

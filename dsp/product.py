@@ -21,7 +21,6 @@ from dsp.windows import window_start
 
 PRODUCT_FORMAT = "xcorrflow.product"
 PRODUCT_VERSION = 1
-PRODUCT_EXT = ".npz"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import scipy.fft
 
+from contracts.params import ProcessingParams
 from dsp.conditioning import Conditioned, cosine_taper
-from dsp.params import ProcessingParams
 
 
 def fft_size(params: ProcessingParams) -> int:

@@ -39,7 +39,7 @@ from producers.errors import ProducersError
 from producers.inventory import Inventory, RawItem, is_metadata, load_stream, scan_folder, scan_metadata, scan_walk
 from producers.walk import Note, Walk, read_input, shown, walk_folder
 from storage import ObjectStore
-from storage.keys import prep_key, raw_key
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "ingest"
@@ -112,7 +112,7 @@ class Ingestor:
         self.settings = settings
         self.topics = topics
         self.store = store
-        self.ns = settings.key_prefix
+        self.layout = Layout(settings.key_prefix)
         self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
         self._undelivered: list[KafkaError] = []
 
@@ -165,7 +165,7 @@ class Ingestor:
         for obj in objects:
             counts[obj.window] = counts.get(obj.window, 0) + 1
         for window, count in sorted(counts.items()):
-            directory = f"{self.ns}prep/{window}/"
+            directory = self.layout.product_dir(window)
             event = DirectoryExpected(directory=directory, n_files=expected or count)
             produce_event(self.producer, self.topics.files, directory, event)
             EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
@@ -177,7 +177,7 @@ class Ingestor:
             TransientError: the store stayed away longer than ``faults.s3_outage_s`` (never dead-lettered).
         """
         sources = ", ".join(shown(item.source) for item in obj.items)
-        key = f"{self.ns}{raw_key(obj.window, obj.seed_id)}"
+        key = self.layout.raw(obj.window, obj.seed_id)
         try:
             data = raw_bytes(obj, self.settings.processing.window_s)
             if not self._stored(key, data):
@@ -321,8 +321,3 @@ def _scan_new(new: Walk, root: Path, settings: Settings) -> Inventory:
     """An inventory of what one poll found; coordinates come from all of the folder's station metadata."""
     data = Walk(tuple(e for e in new.files if not is_metadata(e.path)), new.refused, new.skipped)
     return dataclasses.replace(scan_walk(data, settings.processing), coordinates=scan_metadata(root))
-
-
-def product_key_for(settings: Settings, window: str, seed_id: str) -> str:
-    """The product key of a station-window under the settings' namespace."""
-    return f"{settings.key_prefix}{prep_key(window, seed_id, 'npz')}"

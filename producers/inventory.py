@@ -25,9 +25,9 @@ from pathlib import Path
 
 import obspy
 
+from contracts.params import ProcessingParams
 from dsp.errors import DspError
 from dsp.mseed import check_stream, decode_mseed
-from dsp.params import ProcessingParams
 from dsp.product import Coordinates
 from dsp.windows import windows_in_span
 from producers.overlaps import Overlap, Span, find_overlaps, sample_conflict

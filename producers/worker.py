@@ -46,10 +46,10 @@ from contracts.outage import KAFKA, S3
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
-from dsp.product import PRODUCT_EXT, Coordinates, encode_product
+from dsp.product import Coordinates, encode_product
 from storage import ObjectInfo, ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
-from storage.keys import prep_key, raw_key, validate_seed_id, validate_window_id
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 SERVICE = "preprocess"
@@ -75,7 +75,7 @@ class PreprocessWorker:
         self.settings = settings
         self.topics = topics
         self.store = store
-        self.ns = settings.key_prefix
+        self.layout = Layout(settings.key_prefix)
         self.producer_id = f"preprocess-{socket.gethostname()}-{os.getpid()}"
         self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
@@ -197,18 +197,18 @@ class PreprocessWorker:
         Raises:
             InvalidKey: it is not.
         """
-        expected = f"{self.ns}{raw_key(validate_window_id(event.window), validate_seed_id(event.station))}"
+        expected = self.layout.raw(event.window, event.station)
         if event.key != expected:
             raise InvalidKey(event.key, f"a RawFileArrived of {event.station} in {event.window} names {expected}")
 
     def _preprocess(self, event: RawFileArrived) -> None:
         t0 = time.monotonic()
-        key = f"{self.ns}{prep_key(event.window, event.station, PRODUCT_EXT.lstrip('.'))}"
+        key = self.layout.product(event.window, event.station)
         try:
             info = self.store.stat(key)  # done before (a redelivery, a resumed run): announce it again
         except ObjectNotFound:
             info = self._compute(event, key)
-        directory = key.rsplit("/", 1)[0] + "/"
+        directory = self.layout.product_dir(event.window)
         committed = FileCommitted(
             directory=directory,
             key=key,

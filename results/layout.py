@@ -1,4 +1,7 @@
-"""The layout of xcorrflow's results: one Zarr v3 hierarchy per deployment (or run), written chunk by chunk.
+"""The layout inside xcorrflow's results: one Zarr v3 hierarchy per deployment (or run), written chunk by chunk.
+
+Where the hierarchy's root sits (``<ns>results.zarr`` in the bucket, ``OUT/results.zarr`` on disk) is
+:mod:`storage.layout`; this module owns the paths inside it and the pair geometry.
 
 ```
 <root>.zarr/                        group; attrs: processing parameters and provenance
@@ -37,7 +40,6 @@ import numpy as np
 
 CHUNK_PAIRS = 64  # slots per chunk of a window's ccf array: 2 MB at +-200 s and 20 Hz
 STACK_CHUNK_PAIRS = 128  # pairs per chunk of the stack arrays: 4 MB linear
-ROOT_NAME = "results.zarr"
 WINDOWS = "windows"
 STACKS = "stacks"
 STATIONS = "stations"
@@ -77,11 +79,6 @@ def n_pairs(n_stations: int) -> int:
 def slots_for(n: int, chunk: int = CHUNK_PAIRS) -> int:
     """Slots a task of ``n`` pairs takes: whole chunks, at least one."""
     return max(1, -(-n // chunk)) * chunk
-
-
-def root_key(namespace: str) -> str:
-    """The key prefix of a deployment's hierarchy in the bucket: ``<ns>results.zarr``."""
-    return f"{namespace}{ROOT_NAME}"
 
 
 def window_group(window: str) -> str:

@@ -5,8 +5,8 @@ manifest, not the event, is what the stacker believes: which pair each slot hold
 averaged (0: skipped for want of common data), and which columns failed (their product was missing or
 unreadable). Events can be forged by anyone who reaches the topic; objects only by the store's writers.
 
-Manifests live at ``<ns>tasks/<window>/<row>.s<slot>.json``, outside the zarr hierarchy, so zarr tools never
-see them.
+Manifests live outside the zarr hierarchy, so zarr tools never see them; their keys are
+:meth:`storage.layout.Layout.manifest`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from contracts.boundedjson import load_bounded_json
-from storage.keys import validate_seed_id, validate_window_id
 
 FAILED = -1  # n_common of a pair whose task could not correlate it
 _MAX_BYTES = 4 * 1024 * 1024
@@ -59,8 +58,3 @@ class TaskManifest:
         if len(manifest.pair_index) != n or len(manifest.n_common) != n or manifest.slot < 0:
             raise ValueError("a task manifest's columns, pair indices and counts disagree")
         return manifest
-
-
-def manifest_key(namespace: str, window: str, row: str, slot: int) -> str:
-    """Key of a task's manifest: ``<ns>tasks/<window>/<row>.s<slot>.json`` (validated ids)."""
-    return f"{namespace}tasks/{validate_window_id(window)}/{validate_seed_id(row)}.s{int(slot)}.json"

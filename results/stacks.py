@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from contracts.params import ProcessingParams
 from dsp.correlate import lag_axis
-from dsp.params import ProcessingParams
 from dsp.product import Coordinates
 from dsp.stack import unit_phasors
 from results.errors import LayoutMismatch

@@ -18,8 +18,8 @@ import numpy as np
 import zarr
 
 from contracts.errors import TransientError
+from contracts.params import ProcessingParams
 from dsp.correlate import CcfBatch, lag_axis
-from dsp.params import ProcessingParams
 from dsp.windows import window_start
 from results.errors import LayoutMismatch, ResultsError
 from results.layout import CHUNK_PAIRS, window_group

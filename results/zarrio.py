@@ -17,7 +17,7 @@ from zarr.errors import ContainsGroupError
 from zarr.storage import LocalStore, MemoryStore
 
 from results.errors import ResultsError
-from results.layout import root_key
+from storage.layout import Layout
 
 if TYPE_CHECKING:
     from contracts.settings import Settings
@@ -59,7 +59,7 @@ def open_root(target: str | Path, settings: Settings | None = None, *, read_only
 def bucket_root(settings: Settings, namespace: str | None = None) -> str:
     """The URL of a deployment's hierarchy in the settings' bucket: ``s3://<bucket>/<ns>results.zarr``."""
     ns = settings.key_prefix if namespace is None else namespace
-    return f"s3://{settings.s3_bucket}/{root_key(ns)}"
+    return f"s3://{settings.s3_bucket}/{Layout(ns).results_root()}"
 
 
 def require(group: zarr.Group, name: str, *, shape: tuple[int, ...], **create: Any) -> zarr.Array:

@@ -2,20 +2,24 @@
 
 Typical use::
 
-    from storage import open_store, keys
+    from storage import open_store
+    from storage.layout import Layout
 
     store = open_store()                      # the S3 bucket of the settings
-    key = keys.prep_key(window, seed_id, "npz")
+    key = Layout(settings.key_prefix).product(window, seed_id)
     if not store.exists(key):
         store.put_if_absent(key, payload)     # idempotent: same bytes twice is fine
 
-See :mod:`storage.base` for the semantics every backend shares and :mod:`storage.keys` for the key rules.
+See :mod:`storage.base` for the semantics every backend shares and :mod:`storage.keys` for the key rules,
+:mod:`storage.layout` for which keys exist.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from storage import keys
-from storage.base import ObjectInfo, ObjectStore, PutOutcome
+from storage.base import ObjectStore, PrefixedStore
 from storage.errors import (
     InvalidKey,
     InvalidMetadata,
@@ -30,9 +34,8 @@ from storage.errors import (
 from storage.factory import open_store
 from storage.local import LocalDirStore
 from storage.memory import MemoryStore
-from storage.prefixed import PrefixedStore
+from storage.objects import ObjectInfo, PutOutcome
 from storage.retry import RetryPolicy
-from storage.s3 import S3Store
 
 __all__ = [
     "InvalidKey",
@@ -55,3 +58,16 @@ __all__ = [
     "keys",
     "open_store",
 ]
+
+if TYPE_CHECKING:
+    from storage.s3 import S3Store
+
+
+def __getattr__(name: str) -> object:
+    """``S3Store`` is imported on first use: it pulls in minio and urllib3, which local and in-memory stores (and
+    the DSP workers that only import a key helper) never need."""
+    if name == "S3Store":
+        from storage.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

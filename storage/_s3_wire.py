@@ -26,9 +26,9 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from storage.base import ObjectInfo, normalize_etag
 from storage.errors import InvalidKey
 from storage.keys import validate_key
+from storage.objects import ObjectInfo, normalize_etag
 
 log = logging.getLogger(__name__)
 

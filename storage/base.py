@@ -1,4 +1,6 @@
-"""The object-store interface every backend implements, and the value types it returns.
+"""The object-store interface every backend implements, and its prefixed view (:class:`PrefixedStore`).
+
+The value types it returns and the helpers the backends share are :mod:`storage.objects`.
 
 Callers (producers, the commit broker, correlators, the stacker, run export) hold an :class:`ObjectStore` and
 never know whether it is S3, a local directory or memory. Semantics every backend honours:
@@ -26,65 +28,15 @@ Where the backends differ, and why it does not matter to callers:
 
 from __future__ import annotations
 
-import builtins
-import hashlib
+import dataclasses
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from types import TracebackType
 
-from storage.errors import InvalidMetadata, ObjectNotFound
-from storage.keys import validate_prefix
-
-if TYPE_CHECKING:
-    from storage.prefixed import PrefixedStore
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# AWS caps user metadata at 2 KiB (keys + values); staying under it keeps every backend interchangeable.
-MAX_METADATA_BYTES = 2048
-_META_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
-_META_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")  # printable ASCII, no edge spaces
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*/[A-Za-z0-9][A-Za-z0-9.+_-]*(?:; ?[\x21-\x7e]+)?")
-_CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """What a store knows about one object.
-
-    Attributes:
-        key: the object key, relative to the store it came from.
-        size: content length in bytes.
-        etag: lowercase hex MD5 of the content; ``<hex>-<n>`` for an S3 multipart upload of n parts.
-        last_modified: timezone-aware UTC time of the last write (S3 has 1 s resolution).
-        content_type: the stored content type; ``None`` when the call did not fetch it (``list``).
-        metadata: user metadata (lowercase keys); ``None`` when the call did not fetch it (``list``).
-    """
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    content_type: str | None = None
-    metadata: Mapping[str, str] | None = field(default=None, hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class PutOutcome:
-    """Result of :meth:`ObjectStore.put_if_absent`.
-
-    Attributes:
-        created: True if this call wrote the object; False if identical content was already there. After a
-            retried request, False can also mean that our own earlier attempt wrote it.
-        info: the object as stored now.
-    """
-
-    created: bool
-    info: ObjectInfo
+from storage.errors import InvalidKey, ObjectNotFound
+from storage.keys import validate_key, validate_prefix
+from storage.objects import ObjectInfo, PutOutcome, check_range, children, write_file_atomically
 
 
 class ObjectStore(ABC):
@@ -218,7 +170,7 @@ class ObjectStore(ABC):
             InvalidKey: bad prefix. StorageUnavailable: transient failures outlasted the retries.
         """
         directory = validate_prefix(prefix)
-        return _children(directory, (info.key for info in self.list(directory)))
+        return children(directory, (info.key for info in self.list(directory)))
 
     def put_file(
         self,
@@ -257,8 +209,6 @@ class ObjectStore(ABC):
         Raises:
             InvalidKey: bad prefix.
         """
-        from storage.prefixed import PrefixedStore
-
         return PrefixedStore(self, prefix)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
@@ -273,105 +223,106 @@ class ObjectStore(ABC):
         self.close()
 
 
-# --- helpers shared by the backends -------------------------------------------------------------------------
+class PrefixedStore(ObjectStore):
+    """Delegates to ``inner`` with ``prefix`` prepended to every key and stripped from every returned key.
 
-
-def check_range(offset: int, length: int | None) -> None:
-    """Refuse a negative offset or length (the arguments of :meth:`ObjectStore.get_range`).
-
-    Raises:
-        ValueError: either is negative.
+    Keys are validated *before* joining, so a key can never climb out of the prefix. Errors raised by the
+    inner store (e.g. :class:`ObjectNotFound`) name the full key, which is what one needs when debugging.
     """
-    if offset < 0 or (length is not None and length < 0):
-        raise ValueError(f"byte range offset={offset} length={length} must not be negative")
 
+    def __init__(self, inner: ObjectStore, prefix: str) -> None:
+        """Wrap ``inner``; ``prefix`` is a directory (``"tests/abc"`` == ``"tests/abc/"``).
 
-def _children(directory: str, keys: Iterator[str]) -> Iterator[str]:
-    """Names directly under ``directory`` of a sorted key stream; sub-directories once each, with a ``/``."""
-    last = None
-    for key in keys:
-        rest = key[len(directory) :]
-        name = rest.split("/", 1)[0] + "/" if "/" in rest else rest
-        if name != last:
-            last = name
-            yield name
+        Raises:
+            InvalidKey: bad prefix (the empty prefix is refused: use the inner store itself).
+        """
+        directory = validate_prefix(prefix)
+        if not directory:
+            raise InvalidKey(prefix, "a scoped view needs a non-empty prefix")
+        # Flatten nested views so that each call crosses one layer only.
+        if isinstance(inner, PrefixedStore):
+            directory = inner.prefix + directory
+            inner = inner.inner
+        self.inner: ObjectStore = inner
+        self.prefix: str = directory
 
+    def __repr__(self) -> str:
+        return f"PrefixedStore({self.inner!r}, {self.prefix!r})"
 
-def md5_hex(data: bytes) -> str:
-    """Lowercase hex MD5 of ``data``: the ETag of a single-part object."""
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """See :meth:`ObjectStore.put`."""
+        info = self.inner.put(self._full(key), data, content_type=content_type, metadata=metadata)
+        return self._relative(info)
 
+    def put_if_absent(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutOutcome:
+        """See :meth:`ObjectStore.put_if_absent`."""
+        outcome = self.inner.put_if_absent(self._full(key), data, content_type=content_type, metadata=metadata)
+        return PutOutcome(created=outcome.created, info=self._relative(outcome.info))
 
-def md5_of_stream(stream: BinaryIO) -> tuple[str, int]:
-    """Hex MD5 and length of a stream read to its end in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+    def get(self, key: str) -> bytes:
+        """See :meth:`ObjectStore.get`."""
+        return self.inner.get(self._full(key))
 
+    def stat(self, key: str) -> ObjectInfo:
+        """See :meth:`ObjectStore.stat`."""
+        return self._relative(self.inner.stat(self._full(key)))
 
-def normalize_etag(etag: str) -> str:
-    """Strip the quotes S3 puts around ETags and lowercase them."""
-    return etag.strip().strip('"').lower()
+    def exists(self, key: str) -> bool:
+        """See :meth:`ObjectStore.exists`."""
+        return self.inner.exists(self._full(key))
 
+    def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
+        """See :meth:`ObjectStore.list`."""
+        listed = self.inner.list(self.prefix + validate_prefix(prefix), recursive=recursive)
+        return (self._relative(info) for info in listed)
 
-def check_content_type(content_type: str | None) -> str:
-    """Validate a content type and apply the default.
+    def get_range(self, key: str, offset: int, length: int | None = None) -> bytes:
+        """See :meth:`ObjectStore.get_range`."""
+        return self.inner.get_range(self._full(key), offset, length)
 
-    Raises:
-        InvalidMetadata: not a plain ``type/subtype[; param]`` ASCII string.
-    """
-    if content_type is None:
-        return DEFAULT_CONTENT_TYPE
-    if not _CONTENT_TYPE.fullmatch(content_type):
-        raise InvalidMetadata(f"content type {content_type!r} is not an ASCII type/subtype")
-    return content_type
+    def list_dir(self, prefix: str = "") -> Iterator[str]:
+        """See :meth:`ObjectStore.list_dir`."""
+        return self.inner.list_dir(self.prefix + validate_prefix(prefix))
 
+    def delete(self, key: str) -> None:
+        """See :meth:`ObjectStore.delete`."""
+        self.inner.delete(self._full(key))
 
-def check_metadata(metadata: Mapping[str, str] | None) -> Mapping[str, str]:
-    """Validate user metadata so that it round-trips identically through every backend.
+    def put_file(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """See :meth:`ObjectStore.put_file`; streams when the inner store does."""
+        info = self.inner.put_file(self._full(key), path, content_type=content_type, metadata=metadata)
+        return self._relative(info)
 
-    S3 sends metadata as HTTP headers: keys come back lowercased, values must be ASCII, and the total is
-    capped. We reject, rather than silently alter, anything that would not survive that trip.
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        """See :meth:`ObjectStore.get_file`; streams when the inner store does."""
+        return self._relative(self.inner.get_file(self._full(key), path))
 
-    Returns:
-        A read-only copy.
+    def close(self) -> None:
+        """Do nothing: a view does not own the inner store, which other views may still use."""
 
-    Raises:
-        InvalidMetadata: a key or value is not portable, or the total exceeds 2 KiB.
-    """
-    if not metadata:
-        return MappingProxyType({})
-    total = 0
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not _META_KEY.fullmatch(name):
-            raise InvalidMetadata(f"metadata key {name!r} must match [a-z0-9][a-z0-9-]* (S3 lowercases keys)")
-        if not isinstance(value, str) or not _META_VALUE.fullmatch(value):
-            raise InvalidMetadata(f"metadata value of {name!r} must be printable ASCII without leading/trailing spaces")
-        total += len(name) + len(value)
-    if total > MAX_METADATA_BYTES:
-        raise InvalidMetadata(f"metadata totals {total} bytes; the portable limit is {MAX_METADATA_BYTES}")
-    return MappingProxyType(dict(metadata))
+    def _full(self, key: str) -> str:
+        return validate_key(self.prefix + validate_key(key))
 
-
-def write_file_atomically(path: str | os.PathLike[str], chunks: Iterator[bytes] | builtins.list[bytes]) -> None:
-    """Write chunks to ``path`` via a temporary sibling and ``os.replace``: readers never see half a file.
-
-    Raises:
-        OSError: the directory is not writable; the temporary file is removed.
-    """
-    target = os.fspath(path)
-    tmp = f"{target}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        with open(tmp, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def _relative(self, info: ObjectInfo) -> ObjectInfo:
+        return dataclasses.replace(info, key=info.key[len(self.prefix) :])

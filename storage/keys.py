@@ -1,4 +1,4 @@
-"""Object keys: validation, safe joining, and the storage layout of DESIGN.md §5 (a contract).
+"""Object keys: validation and safe joining. Which keys exist (the layout of DESIGN.md §5) is :mod:`storage.layout`.
 
 Why so strict: keys become S3 object names *and* file paths (the local store, versitygw's posix backend). A
 key must never be able to leave its prefix, whatever a file name, a SEED id or a window id contains. So a key
@@ -12,30 +12,21 @@ is ``/``-separated segments, each drawn from a conservative charset, and nothing
 - at most 200 bytes per segment (the file-system limit is 255, and a store's hidden side-car names add a few
   bytes to an object's name) and 1024 bytes per key (the S3 limit).
 
-The layout helpers take SEED ids and window ids as strings and validate them with strict regexes, so a key
-derived from them is correct by construction.
+:mod:`storage.layout` builds keys from SEED ids and window ids checked here (the grammar of :mod:`contracts.ids`),
+so a key derived from them is correct by construction.
 """
 
 from __future__ import annotations
 
 import re
 
-from contracts.ids import PAIR_SEPARATOR, pair_problem, seed_id_problem, split_pair, window_id_problem
+from contracts.ids import seed_id_problem, window_id_problem
 from storage.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 200  # NAME_MAX is 255; room is left for '.meta-<name>.json' side-cars
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-RAW_PREFIX = "raw/"
-PREP_PREFIX = "prep/"
-CCF_PREFIX = "ccf/"
-STACKS_PREFIX = "stacks/"
-RUNS_PREFIX = "runs/"
 
 
 def validate_segment(segment: str, *, key: str | None = None) -> str:
@@ -194,82 +185,3 @@ def validate_window_id(window_id: str) -> str:
     if problem:
         raise InvalidKey(str(window_id), problem)
     return window_id
-
-
-def validate_extension(ext: str) -> str:
-    """Check a file extension (without the dot): 1-16 ASCII letters or digits.
-
-    Raises:
-        InvalidKey: the extension is malformed.
-    """
-    if not isinstance(ext, str) or not _EXTENSION.fullmatch(ext):
-        raise InvalidKey(str(ext), "an extension is 1-16 ASCII letters or digits, without the dot")
-    return ext
-
-
-def validate_run_id(run_id: str) -> str:
-    """Check a run id: starts with a letter or digit, then up to 127 of ``[A-Za-z0-9_.-]``.
-
-    Raises:
-        InvalidKey: the run id is malformed.
-    """
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise InvalidKey(str(run_id), "a run id is [A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-    return run_id
-
-
-def pair_name(a: str, b: str) -> str:
-    """Name a station pair ``A__B``; requires A < B in string order (the science contract's pair order).
-
-    Raises:
-        InvalidKey: an id is invalid, or A >= B.
-    """
-    problem = pair_problem(a, b)
-    if problem:
-        raise InvalidKey(f"{a}{PAIR_SEPARATOR}{b}", problem)
-    return f"{a}{PAIR_SEPARATOR}{b}"
-
-
-def parse_pair(name: str) -> tuple[str, str]:
-    """Split a pair name ``A__B`` into its validated, ordered SEED ids.
-
-    Raises:
-        InvalidKey: the name is not a valid ordered pair.
-    """
-    pair = split_pair(name)
-    if pair is None:
-        raise InvalidKey(name, "not a pair name A__B of two SEED ids with A < B")
-    return pair
-
-
-# --- layout (DESIGN.md §5) ----------------------------------------------------------------------------------
-
-
-def raw_key(window_id: str, seed_id: str) -> str:
-    """``raw/<window>/<NET.STA.LOC.CHA>.mseed``: raw input ingested into the store."""
-    return join(RAW_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.mseed")
-
-
-def prep_key(window_id: str, seed_id: str, ext: str) -> str:
-    """``prep/<window>/<NET.STA.LOC.CHA>.<ext>``: one station's preprocessed product for one window."""
-    return join(PREP_PREFIX, validate_window_id(window_id), f"{validate_seed_id(seed_id)}.{validate_extension(ext)}")
-
-
-def ccf_key(window_id: str, a: str, b: str, ext: str) -> str:
-    """``ccf/<window>/<A>__<B>.<ext>``: one pair's correlation for one window (A < B)."""
-    return join(CCF_PREFIX, validate_window_id(window_id), f"{pair_name(a, b)}.{validate_extension(ext)}")
-
-
-def stack_key(a: str, b: str) -> str:
-    """``stacks/<A>__<B>.sac``: one pair's stack over all windows (A < B)."""
-    return join(STACKS_PREFIX, f"{pair_name(a, b)}.sac")
-
-
-def window_prefix(stage_prefix: str, window_id: str) -> str:
-    """The directory of one window under a stage, e.g. ``window_prefix(PREP_PREFIX, w) == "prep/<w>/"``."""
-    return validate_prefix(stage_prefix + validate_window_id(window_id))
-
-
-def run_key(run_id: str, *parts: str) -> str:
-    """``runs/<run-id>/<part>/...``: what ran, with what settings (``report.json``, ``config.yaml``)."""
-    return join(RUNS_PREFIX + validate_run_id(run_id), *parts)

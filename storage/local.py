@@ -30,18 +30,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO, ParamSpec, TypeVar
 
 from storage import _fs
-from storage.base import (
-    DEFAULT_CONTENT_TYPE,
-    ObjectInfo,
-    ObjectStore,
-    PutOutcome,
-    check_content_type,
-    check_metadata,
-    check_range,
-    md5_hex,
-    md5_of_stream,
-    write_file_atomically,
-)
+from storage.base import ObjectStore
 from storage.errors import (
     InvalidKey,
     InvalidMetadata,
@@ -52,6 +41,17 @@ from storage.errors import (
     StorageConfigError,
 )
 from storage.keys import MAX_KEY_BYTES, validate_key, validate_prefix, validate_segment
+from storage.objects import (
+    DEFAULT_CONTENT_TYPE,
+    ObjectInfo,
+    PutOutcome,
+    check_content_type,
+    check_metadata,
+    check_range,
+    md5_hex,
+    md5_of_stream,
+    write_file_atomically,
+)
 
 _CHUNK = 1024 * 1024
 _P = ParamSpec("_P")

@@ -7,9 +7,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from storage.base import ObjectInfo, ObjectStore, PutOutcome, check_content_type, check_metadata, md5_hex
+from storage.base import ObjectStore
 from storage.errors import KeyPathConflict, ObjectConflict, ObjectNotFound
 from storage.keys import validate_key, validate_prefix
+from storage.objects import ObjectInfo, PutOutcome, check_content_type, check_metadata, md5_hex
 
 
 @dataclass(frozen=True, slots=True)

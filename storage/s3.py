@@ -38,17 +38,7 @@ from storage._s3_writes import (
     probe_conditional_writes,
     upload_multipart,
 )
-from storage.base import (
-    ObjectInfo,
-    ObjectStore,
-    PutOutcome,
-    check_content_type,
-    check_metadata,
-    check_range,
-    md5_hex,
-    normalize_etag,
-    write_file_atomically,
-)
+from storage.base import ObjectStore
 from storage.errors import (
     InvalidKey,
     KeyPathConflict,
@@ -60,6 +50,16 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.keys import validate_key, validate_prefix, validate_segment
+from storage.objects import (
+    ObjectInfo,
+    PutOutcome,
+    check_content_type,
+    check_metadata,
+    check_range,
+    md5_hex,
+    normalize_etag,
+    write_file_atomically,
+)
 from storage.retry import RetryPolicy
 
 if TYPE_CHECKING:

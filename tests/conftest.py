@@ -9,7 +9,7 @@ from typing import Any
 import obspy
 import pytest
 
-from dsp.params import ProcessingParams
+from contracts.params import ProcessingParams
 from dsp.preprocess import preprocess_window
 from dsp.product import StationProduct
 from xcorrflow.synth import GapSpec, SynthConfig, synthesise

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from contracts.errors import XcorrflowError
+from contracts.settings import use_config_file
 from xcorrflow import __version__, commands
 from xcorrflow.tuning import single_threaded_blas
 
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.config:
-        os.environ["XCORRFLOW_CONFIG"] = args.config
+        use_config_file(args.config)
     try:
         return int(args.func(args) or 0)
     except XcorrflowError as exc:

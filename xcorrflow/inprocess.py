@@ -25,10 +25,11 @@ from dsp.product import StationProduct
 from dsp.windows import window_start
 from producers.inventory import DeadLetter, Inventory, RawItem, load_stream, scan_folder
 from results.export import export_sac
-from results.layout import ROOT_NAME, pair_index, slots_for
+from results.layout import pair_index, slots_for
 from results.stacks import StackChunk, StackStore
 from results.windows import SlotIndex, WindowStore, task_block
 from results.zarrio import open_root
+from storage.layout import RESULTS_ROOT
 from xcorrflow.progress import Progress
 from xcorrflow.report import Report
 
@@ -109,7 +110,7 @@ def run_inprocess(
     params = settings.processing
     inv = scan_folder(input_dir, params)
     output_dir.mkdir(parents=True, exist_ok=True)
-    root = open_root(output_dir / ROOT_NAME)
+    root = open_root(output_dir / RESULTS_ROOT)
     stacks = StackStore(root, params, chunk_pairs=settings.stack_chunk_pairs)
     ids = inv.seed_ids()
     stacks.register(ids, {s: inv.coordinates_of(s) for s in ids})
@@ -132,7 +133,7 @@ def run_inprocess(
     report.stations, report.windows, report.pairs = len(state.stations), len(table), len(state.pairs)
     report.makespan_s = round(time.perf_counter() - t0, 6)
     report.timings_s = {k: round(v, 6) for k, v in state.timings.items()}
-    report.outputs = {"results": str(output_dir / ROOT_NAME), "stacks": str(output_dir)}
+    report.outputs = {"results": str(output_dir / RESULTS_ROOT), "stacks": str(output_dir)}
     report.config = settings.public_dump()
     return report
 

@@ -43,9 +43,10 @@ from contracts.topics import ensure_topics, topic_specs
 from producers.ingest import Ingestor, IngestReport, plan
 from producers.inventory import Inventory, scan_folder
 from results.export import export_sac
-from results.layout import ROOT_NAME, window_group
+from results.layout import window_group
 from results.zarrio import bucket_root, open_root, subgroup
 from storage import ObjectStore, open_store
+from storage.layout import RESULTS_ROOT, Layout, run_object
 from xcorrflow.dvvout import check_reference, wait_for_monitor, write_csvs
 from xcorrflow.errors import CommandError
 from xcorrflow.fleet import Fleet, WorkerProcess
@@ -159,12 +160,13 @@ def run_pipeline(
     if how == "resumed":
         log.warning("resuming run %s (attempt %d): durable work is reused", manifest.run_id, manifest.attempts)
     run_id = manifest.run_id
-    topics = settings.topics.with_prefix(run_id)
+    scoped = settings.scoped(run_id)
+    topics = scoped.scoped_topics
     t_setup = time.perf_counter()
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings, topics), replication=settings.kafka_replication)
+    ensure_topics(settings, topic_specs(settings, topics), replication=settings.kafka_replication)
     store = open_store(settings)
-    run = _Run(settings.model_copy(update={"namespace": run_id}), topics, store, inventory, options, output_dir)
-    stacks = output_dir / ROOT_NAME
+    run = _Run(scoped, topics, store, inventory, options, output_dir)
+    stacks = output_dir / RESULTS_ROOT
     fleet = start_workers(settings, run_id, run_id, options, len(inventory.windows()), output_dir / "logs", stacks)
     try:
         report = run.execute(fleet, progress, setup_s=time.perf_counter() - t_setup)
@@ -203,8 +205,8 @@ def _keep(settings: Settings, store: ObjectStore, run_id: str, report: Report, c
         report.outputs["cleaned_up"] = True
         return
     try:
-        store.put(f"runs/{run_id}/report.json", json.dumps(report.to_dict(), default=str).encode())
-        store.put(f"runs/{run_id}/config.json", json.dumps(report.config, default=str).encode())
+        store.put(run_object(run_id, "report.json"), json.dumps(report.to_dict(), default=str).encode())
+        store.put(run_object(run_id, "config.json"), json.dumps(report.config, default=str).encode())
     except XcorrflowError as exc:  # the report in OUT is what counts; the bucket copy is a convenience
         log.warning("report not copied to the bucket: %s", exc)
 
@@ -278,7 +280,7 @@ class _Run:
         t0 = time.perf_counter()
         try:
             windows = open_root(bucket_root(self.settings), self.settings)
-            root = open_root(self.output_dir / ROOT_NAME)
+            root = open_root(self.output_dir / RESULTS_ROOT)
             done = wait_for_monitor(windows, root, self.store, self.settings, self.options.dvv_wait_s)
             self.dvv_outputs = done
             if done["series"] is None:
@@ -295,12 +297,12 @@ class _Run:
     def _export(self) -> BaseException | None:
         """Judge the stacks from the objects, then export: SAC files of the final pairs when asked for."""
         try:
-            stacks = open_root(self.output_dir / ROOT_NAME)
+            stacks = open_root(self.output_dir / RESULTS_ROOT)
             self.verdict = verify(stacks, open_root(bucket_root(self.settings), self.settings), self.state)
             if "sac" in self.options.formats:
                 export_sac(stacks, self.output_dir, final=self.verdict.final)
             if "zarr" not in self.options.formats and self.verdict.complete:
-                shutil.rmtree(self.output_dir / ROOT_NAME, ignore_errors=True)
+                shutil.rmtree(self.output_dir / RESULTS_ROOT, ignore_errors=True)
         except (XcorrflowError, OSError, KeyError) as exc:
             return exc
         return None
@@ -391,7 +393,7 @@ class _Run:
         if len(self.state.lost) != self._lost_seen:
             self._lost_seen = len(self.state.lost)
             for window in sorted({w for w, _ in self.state.lost}):
-                directory = f"{self.ns}prep/{window}/"
+                directory = Layout(self.ns).product_dir(window)
                 event = DirectoryExpected(directory=directory, n_files=len(self.state.expected(window)))
                 produce_event(self.control, self.topics.files, directory, event)
             self.control.poll(0)
@@ -444,7 +446,7 @@ class _Run:
             report.timings_s["first_result_after_two_arrivals"] = _since(s.first_result_at, arrivals[1])
         report.pair_times_s = _pair_times(s.timeline, t0)
         report.outputs = {
-            "results": str(self.output_dir / ROOT_NAME) if "zarr" in self.options.formats else None,
+            "results": str(self.output_dir / RESULTS_ROOT) if "zarr" in self.options.formats else None,
             "ccfs": bucket_root(self.settings),
             "stacks": str(self.output_dir),
             "namespace": self.ns,

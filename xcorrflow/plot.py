@@ -34,7 +34,9 @@ from obspy.geodetics import degrees2kilometers, locations2degrees
 from obspy.io.sac import SACTrace
 from obspy.io.sac.util import SacError
 
+from contracts.ids import split_pair
 from dsp.product import Coordinates
+from dsp.seed import split_seed_id
 from results.export import stack_rows, station_coordinates
 from results.zarrio import array, subgroup, values
 
@@ -306,10 +308,10 @@ def read_any(path: Path) -> Section:
     Raises:
         FileNotFoundError: ``path`` is neither.
     """
-    from results.layout import ROOT_NAME
     from results.zarrio import open_root
+    from storage.layout import RESULTS_ROOT
 
-    hierarchy = path if path.suffix == ".zarr" else path / ROOT_NAME
+    hierarchy = path if path.suffix == ".zarr" else path / RESULTS_ROOT
     if (hierarchy / "stacks").is_dir():
         return read_store_section(open_root(hierarchy, read_only=True))
     return read_section(path)
@@ -361,8 +363,8 @@ def _title(section: Section, by: str) -> str:
 
 
 def _short(name: str) -> str:
-    """``NET.STA.LOC.CHA__NET.STA.LOC.CHA`` → ``STA–STA`` (the whole name when it does not split)."""
-    a, sep, b = name.partition("__")
-    if not sep:
+    """``NET.STA.LOC.CHA__NET.STA.LOC.CHA`` → ``STA–STA`` (the whole name when it is not a pair name)."""
+    pair = split_pair(name)
+    if pair is None:
         return name
-    return f"{a.split('.')[1] if a.count('.') == 3 else a}–{b.split('.')[1] if b.count('.') == 3 else b}"
+    return "–".join(split_seed_id(seed_id)[1] for seed_id in pair)

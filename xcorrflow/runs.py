@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from contracts.kafka import connection_config
 from contracts.settings import Settings
 from contracts.topics import delete_topics
 from storage import ObjectStore
+from storage.layout import run_prefixes
 
 RUN_ID = re.compile(r"run-\d{8}T\d{6}-[0-9a-f]{6}")
 
@@ -30,7 +32,7 @@ def list_runs(settings: Settings) -> list[str]:
     """Run ids that still have topics on the Kafka cluster, oldest first."""
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=30).topics
+    topics = AdminClient(connection_config(settings)).list_topics(timeout=30).topics
     return sorted({m.group(0) for name in topics if (m := RUN_ID.match(name))})
 
 
@@ -43,14 +45,14 @@ def delete_run(settings: Settings, store: ObjectStore, run_id: str) -> RunFootpr
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"not a run id: {run_id!r} (expected run-YYYYmmddTHHMMSS-xxxxxx)")
     count = 0
-    for prefix in (f"{run_id}/", f"runs/{run_id}/"):
+    for prefix in run_prefixes(run_id):
         for info in list(store.list(prefix)):
             store.delete(info.key)
             count += 1
     from confluent_kafka.admin import AdminClient
 
-    topics = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=30).topics
+    topics = AdminClient(connection_config(settings)).list_topics(timeout=30).topics
     mine = [name for name in topics if name.startswith(f"{run_id}.")]
     if mine:
-        delete_topics(settings.bootstrap_servers, mine)
+        delete_topics(settings, mine)
     return RunFootprint(run_id, count, mine)

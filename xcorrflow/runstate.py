@@ -17,6 +17,7 @@ stacker's StacksUpdated say when to look, the objects say what is there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +42,7 @@ from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
 from producers.ingest import RawObject, raw_bytes
-from storage.keys import raw_key
+from storage.layout import Layout
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 1000  # missing pairs and dead letters listed one by one in report.json; the rest are counted
@@ -110,7 +111,7 @@ class FailureCheck:
         if not isinstance(failed, RawFileArrived):
             return "its payload is not a RawFileArrived"
         ident = (failed.window, failed.station)
-        if ident not in self.objects or failed.key != f"{self.namespace}{raw_key(*ident)}":
+        if ident not in self.objects or failed.key != Layout(self.namespace).raw(*ident):
             return f"{failed.key!r} is not a raw object this run ingested"
         if ident not in self._checks:
             self._checks[ident] = self._pool.submit(self._reproduce, ident)
@@ -143,7 +144,7 @@ class RunMonitor:
     def __init__(self, settings: Settings, topics: TopicNames, namespace: str) -> None:
         """Read the run's topics from their beginning."""
         self.topics = topics
-        self.namespace = namespace
+        self.layout = Layout(namespace)
         self.state = RunState()
         config = {
             "group.id": f"{topics.commits}.monitor",
@@ -178,14 +179,17 @@ class RunMonitor:
     def _apply(self, event: object) -> None:
         s, now = self.state, time.time()
         if isinstance(event, FileReady):
-            window = event.directory.rstrip("/").rsplit("/", 1)[-1]
-            station = event.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            try:
+                _, window, station = self.layout.parse_product(event.key)
+            except ValueError:  # not one of this run's products: it cannot advance the run
+                return
             if station in s.plan.get(window, ()):
                 s.ready.setdefault(window, set()).add(station)
                 s.first_ready_at = s.first_ready_at or _ts(event.ready_at, now)
                 s.last_ready_at = _ts(event.ready_at, now)
         elif isinstance(event, DirectoryCommitted):
-            s.committed.add(event.directory.rstrip("/").rsplit("/", 1)[-1])
+            with contextlib.suppress(ValueError):  # only product directories are the run's windows
+                s.committed.add(self.layout.parse_product_dir(event.directory))
         elif isinstance(event, RowCorrelated) and event.window in s.plan:
             at = min(_ts(event.correlated_at, now), now)
             s.pairs_correlated += event.pairs

@@ -24,7 +24,7 @@ import numpy as np
 import obspy
 
 from contracts.errors import ConfigError
-from dsp.seed import pair_key, validate_seed_id
+from dsp.seed import pair_key, split_seed_id, validate_seed_id
 from dsp.windows import window_id
 from xcorrflow.diffuse import DiffuseSpec, DvvChange, dvv_at, hour_spectra, make_medium, to_time
 
@@ -199,7 +199,7 @@ def _write_hour(
     """Write one station's hour as MiniSEED (split at gaps); nothing when the whole hour is gap."""
     if mask.all():
         return  # the whole hour is gap: no file, as a real station would leave
-    net, sta, loc, cha = seed_id.split(".")
+    net, sta, loc, cha = split_seed_id(seed_id)
     data = np.ma.masked_array(counts, mask=mask) if mask.any() else counts
     tr = obspy.Trace(data, header={"network": net, "station": sta, "location": loc, "channel": cha})
     tr.stats.sampling_rate = rate

@@ -2,7 +2,7 @@
 
 Pure functions over numpy arrays, no I/O. Modules, in the order data flows through them:
 
-- :mod:`dsp.dvv.params`: the settings (:class:`DvvParams`, with the :class:`ReferenceSpec`).
+- :mod:`contracts.dvvparams`: the settings (:class:`DvvParams`, with the :class:`ReferenceSpec`).
 - :mod:`dsp.dvv.reference`: which windows make the reference, its versioned id, the linear stack.
 - :mod:`dsp.dvv.coda`: the coda window of a pair (from its distance) and the checks of every CCF.
 - :mod:`dsp.dvv.stretching`: stretching, with an error after Weaver et al. (2011).
@@ -18,13 +18,13 @@ Nothing here raises on a bad CCF, a missing reference or a coda window outside t
 a reason instead, so one bad pair never stops a monitor.
 """
 
+from contracts.dvvparams import DvvParams, ReferenceSpec
 from dsp.dvv.coda import CodaWindow, coda_window
 from dsp.dvv.driver import DvvRun, PairMonitor, ccfs_by_window, measure_run, prepare_pair
 from dsp.dvv.model import METHODS, SIDES, DvvMeasurement, Estimate, Reason
 from dsp.dvv.mwcs import measure_mwcs
 from dsp.dvv.mwcs_windows import fit_delays, mwcs_delays
 from dsp.dvv.network import NetworkPoint, detect_change, network_point, network_series, weighted_median
-from dsp.dvv.params import DvvParams, ReferenceSpec
 from dsp.dvv.reference import Reference, build_reference, reference_id, select_reference
 from dsp.dvv.stretching import measure_stretching, stretch_reference, stretching_error, weaver_error
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.dvvparams import DvvParams
 from dsp.dvv.model import Reason
-from dsp.dvv.params import DvvParams
 from dsp.errors import DvvInputError
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.dvvparams import DvvParams
 from dsp.correlate import CcfBatch
 from dsp.dvv.coda import CodaWindow, coda_window
 from dsp.dvv.model import METHODS, SIDES, DvvMeasurement, Estimate, Reason, reason
 from dsp.dvv.mwcs import measure_mwcs
 from dsp.dvv.network import NetworkPoint, network_series
-from dsp.dvv.params import DvvParams
 from dsp.dvv.reference import Reference, build_reference, reference_id, select_reference
 from dsp.dvv.stretching import StretchedReference, measure_stretching, stretch_reference
 from dsp.errors import DspError, DvvInputError

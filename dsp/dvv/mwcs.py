@@ -27,10 +27,10 @@ import math
 
 import numpy as np
 
+from contracts.dvvparams import DvvParams
 from dsp.dvv.coda import CodaWindow
 from dsp.dvv.model import SIDES, Estimate, Reason, reason
 from dsp.dvv.mwcs_windows import MovingWindows, SlopeFit, fit_delays
-from dsp.dvv.params import DvvParams
 from dsp.errors import DvvInputError
 
 BRACKET_STEP = 0.003  # walk step in b: far from the root the residual slope saturates, but keeps its sign

@@ -19,10 +19,10 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage, signal
 
+from contracts.dvvparams import DvvParams
 from dsp.correlate import lag_axis
 from dsp.dvv.coda import CodaWindow, check_ccf
 from dsp.dvv.model import Reason, reason
-from dsp.dvv.params import DvvParams
 from dsp.errors import DvvInputError
 
 MAX_COHERENCE = 0.99  # caps the weight sqrt(g^2 / (1 - g^2)) of a perfectly coherent bin

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.dvv.params import ReferenceSpec
+from contracts.dvvparams import ReferenceSpec
 from dsp.stack import stack_linear
 from dsp.windows import window_start
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from contracts.dvvparams import DvvParams
 from dsp.correlate import lag_axis
 from dsp.dvv.coda import CodaWindow, check_ccf
 from dsp.dvv.model import SIDES, Estimate, Reason, reason
-from dsp.dvv.params import DvvParams
 from dsp.errors import DvvInputError
 
 

@@ -17,12 +17,13 @@ import pytest
 from contracts.events import DeadLetter, DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
 from dsp.product import Coordinates, StationProduct, encode_product
-from results.layout import pair_index, root_key, slots_for
-from results.manifest import TaskManifest, manifest_key
+from results.layout import pair_index, slots_for
+from results.manifest import TaskManifest
 from results.stacks import StackStore
 from results.windows import WindowStore
 from results.zarrio import bucket_root, open_root
 from storage import ObjectStore, open_store
+from storage.layout import Layout
 from tests.integration.kafkatools import WorkerProcess, produce, read_events, wait_for
 
 STATIONS = [f"XS.S{i:02d}..HHZ" for i in range(14)]  # registry order; the last one is in window 2 only
@@ -62,7 +63,7 @@ class Deployment:
             for p, ccf, n in zip(pairs, ccfs, n_common, strict=True):
                 if n:
                     self.ccfs[(window, p)] = ccf
-            key = manifest_key(self.ns, window, row, slot)
+            key = Layout(self.ns).manifest(window, row, slot)
             skipped = {c: "no common valid sub-window" for c, n in zip(cols, n_common, strict=True) if not n}
             manifest = TaskManifest(window, row, slot, cols, pairs, n_common, index=index, skipped=skipped)
             self.store.put(key, manifest.encode())
@@ -238,7 +239,7 @@ def test_an_unreadable_ccf_chunk_is_dead_lettered_and_its_window_still_completes
     events = dep.write_window(w, STATIONS[:10], seed=6)
     slots = {ev.row: ev.slot for _, ev in events}
     chunk = dep.windows.chunk_pairs
-    root = root_key(dep.ns)
+    root = Layout(dep.ns).results_root()
     truncated = f"{root}/{dep.windows.chunk_path(w, slots[STATIONS[5]] // chunk)}"
     deleted = f"{root}/{dep.windows.chunk_path(w, slots[STATIONS[7]] // chunk)}"
     dep.store.put(truncated, dep.store.get(truncated)[:100])

@@ -9,6 +9,7 @@ import obspy
 import pytest
 
 from contracts.errors import XcorrflowError
+from contracts.params import ProcessingParams
 from dsp.correlate import correlate
 from dsp.errors import (
     CorruptMiniSEED,
@@ -22,7 +23,6 @@ from dsp.errors import (
     UnsupportedSamplingRate,
 )
 from dsp.mseed import decode_mseed
-from dsp.params import ProcessingParams
 from dsp.preprocess import preprocess_bytes, preprocess_window
 from dsp.product import StationProduct
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.params import ProcessingParams
 from dsp.correlate import correlate
-from dsp.params import ProcessingParams
 from dsp.preprocess import preprocess_stream, preprocess_window
 from dsp.spectra import band_bins, fft_size
 

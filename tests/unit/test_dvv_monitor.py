@@ -17,9 +17,9 @@ import xarray as xr
 import zarr
 
 from consumers.dvvwork import DvvWork, Elected, complete_windows, distance_km, pair_distances
+from contracts.params import ProcessingParams
 from contracts.settings import Settings
 from dsp.dvv import DvvParams, ReferenceSpec
-from dsp.params import ProcessingParams
 from dsp.product import Coordinates
 from results.dvv import DvvStore, read_network, read_pairs, series_name
 from results.layout import CHUNK_PAIRS

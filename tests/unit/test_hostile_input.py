@@ -18,7 +18,7 @@ import pytest
 
 from contracts.events import DeadLetter as DeadLetterEvent
 from contracts.events import decode
-from dsp.params import ProcessingParams
+from contracts.params import ProcessingParams
 from producers.ingest import FolderWatch
 from producers.inventory import Inventory, load_stream, scan_folder, scan_metadata
 from producers.overlaps import Span, find_overlaps

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import obspy
 
-from dsp.params import ProcessingParams
+from contracts.params import ProcessingParams
 from producers.inventory import load_stream, scan_folder
 
 

@@ -11,7 +11,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.params import ProcessingParams
+from contracts.params import ProcessingParams
 from dsp.product import Coordinates
 from dsp.stack import stack_linear, stack_pws
 from results.layout import CHUNK_PAIRS, n_pairs, pair_index, slots_for, stations_of

@@ -29,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def plot(args: argparse.Namespace) -> int:
     """Draw the PNG; returns 0."""
     from results.errors import ResultsError
-    from results.layout import ROOT_NAME
     from results.zarrio import open_root
+    from storage.layout import RESULTS_ROOT
     from xcorrflow.dvvplot import plot_dvv
 
-    path = args.input / ROOT_NAME if (args.input / ROOT_NAME).is_dir() else args.input
+    path = args.input / RESULTS_ROOT if (args.input / RESULTS_ROOT).is_dir() else args.input
     output = args.output or (args.input if args.input.suffix != ".zarr" else args.input.parent) / "dvv.png"
     try:
         summary = plot_dvv(open_root(path, read_only=True), output, series=args.series, truth=args.truth)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from contracts.settings import load_settings
@@ -17,9 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spread", type=float, default=0.0, help="spread arrivals over this many seconds")
     parser.add_argument("--shuffle-seed", type=int, default=None, help="random arrival order with this seed")
     parser.add_argument("--expected", type=int, default=None, help="stations per window (default: as found)")
-    parser.add_argument(
-        "--topic-prefix", default=os.environ.get("XCORRFLOW_TOPIC_PREFIX", ""), help="topics under '<prefix>.'"
-    )
+    parser.add_argument("--topic-prefix", default=None, help="topics under '<prefix>.' (env: XCORRFLOW_TOPIC_PREFIX)")
     parser.add_argument("--namespace", default=None, help="key prefix of the objects (env: XCORRFLOW_NAMESPACE)")
     parser.set_defaults(func=run)
 
@@ -29,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from producers.ingest import follow_folder, ingest_folder
     from storage import open_store
 
-    settings = load_settings(**({"namespace": args.namespace} if args.namespace is not None else {}))
-    topics = settings.topics.with_prefix(args.topic_prefix)
+    scope = {"namespace": args.namespace, "topic_prefix": args.topic_prefix}
+    settings = load_settings(**{name: value for name, value in scope.items() if value is not None})
+    topics = settings.scoped_topics
     store = open_store(settings)
     if args.follow:
         for report in follow_folder(settings, topics, store, args.input, stop=lambda: False, expected=args.expected):

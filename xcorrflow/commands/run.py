@@ -118,13 +118,13 @@ def _inprocess_dvv(out: Path, settings: Settings, report: Report) -> None:
     """Measure the run's windows and write the two CSV files (see :mod:`xcorrflow.dvvout`)."""
     import time
 
-    from results.layout import ROOT_NAME
     from results.zarrio import open_root
+    from storage.layout import RESULTS_ROOT
     from xcorrflow.dvvout import check_reference, measure_inprocess, write_csvs
 
     t0 = time.perf_counter()
     check_reference(settings, report.windows)
-    root = open_root(out / ROOT_NAME)
+    root = open_root(out / RESULTS_ROOT)
     report.outputs["dvv"] = measure_inprocess(root, settings)
     write_csvs(root, out, settings.dvv_csv_method)
     report.timings_s["dvv"] = round(time.perf_counter() - t0, 6)

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         for spec in specs:
             print(f"{spec.name:<32} partitions={spec.partitions:<3} {'compacted' if spec.compacted else ''}")
         return 0
-    outcome = ensure_topics(settings.bootstrap_servers, specs, replication=settings.kafka_replication)
+    outcome = ensure_topics(settings, specs, replication=settings.kafka_replication)
     for name, state in outcome.items():
         print(f"{name:<32} {state}")
     return 0

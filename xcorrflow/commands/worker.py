@@ -10,6 +10,9 @@ import argparse
 import os
 
 from contracts.settings import Settings, load_settings
+from xcorrflow.cliutil import env_flag
+
+MODES = ["streaming", "cnf", "barrier"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,20 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="run one pipeline service (broker, preprocess, ...)")
     services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
     broker = services.add_parser("broker", help="commit broker: rules → FileReady / DirectoryCommitted")
-    broker.add_argument(
-        "--rules",
-        default=os.environ.get("XCORRFLOW_RULES"),
-        help="rules file (env: XCORRFLOW_RULES; default: built-in)",
-    )
+    env_flag(broker, "--rules", "XCORRFLOW_RULES", None, "rules file (default: built-in)")
     broker.add_argument("--no-reconcile", action="store_true", help="do not list the store for lost notifications")
     broker.add_argument("--reconcile-interval", type=float, default=30.0, help="seconds between listings")
     schedule = services.add_parser("schedule", help="pair scheduler: ready files → pair tasks")
-    schedule.add_argument(
-        "--mode",
-        choices=["streaming", "cnf", "barrier"],
-        default=os.environ.get("XCORRFLOW_MODE", "streaming"),
-        help="when pairs are released (env: XCORRFLOW_MODE; default streaming)",
-    )
+    env_flag(schedule, "--mode", "XCORRFLOW_MODE", "streaming", "when pairs are released", choices=MODES)
     schedule.add_argument("--windows", type=int, default=None, help="windows of the run (barrier mode)")
     preprocess = services.add_parser("preprocess", help="preprocess worker: raw station-windows → products")
     correlate = services.add_parser("correlate", help="correlator: pair tasks → CCFs")
@@ -52,29 +46,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--topic-prefix",
-        default=os.environ.get("XCORRFLOW_TOPIC_PREFIX", ""),
-        help="use the topics under '<prefix>.' (env: XCORRFLOW_TOPIC_PREFIX)",
+        default=None,
+        help="use the topics under '<prefix>.' (env: XCORRFLOW_TOPIC_PREFIX; default: the plain names)",
     )
     parser.add_argument(
         "--namespace",
         default=None,
         help="key prefix of this deployment's objects (env: XCORRFLOW_NAMESPACE; default: bucket root)",
     )
-    parser.add_argument(
+    env_flag(
+        parser,
         "--nice",
-        type=int,
-        default=int(os.environ.get("XCORRFLOW_NICE", "0")),
-        help="lower this worker's CPU priority by N (env: XCORRFLOW_NICE): on a busy machine, let the stage on "
-        "the critical path go first",
+        "XCORRFLOW_NICE",
+        0,
+        "lower this worker's CPU priority by N: on a busy machine, let the stage on the critical path go first",
+        convert=int,
     )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """Apply ``--nice`` to this process, then load the settings (``--namespace`` wins over the environment)."""
+    """Apply ``--nice`` to this process, then load the settings (``--namespace`` and ``--topic-prefix`` win over
+    the environment)."""
     if getattr(args, "nice", 0):
         os.nice(args.nice)
-    overrides = {"namespace": args.namespace} if args.namespace is not None else {}
-    return load_settings(**overrides)
+    scope = {"namespace": args.namespace, "topic_prefix": args.topic_prefix}
+    return load_settings(**{name: value for name, value in scope.items() if value is not None})
 
 
 def run_broker(args: argparse.Namespace) -> int:
@@ -87,7 +83,7 @@ def run_broker(args: argparse.Namespace) -> int:
     rules = (
         RuleSet.load(args.rules, settings.namespace) if args.rules else RuleSet.parse(DEFAULT_RULES, settings.namespace)
     )
-    topics = settings.topics.with_prefix(args.topic_prefix)
+    topics = settings.scoped_topics
     lister = None
     if not args.no_reconcile:
         from storage import open_store
@@ -108,7 +104,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
-    topics = settings.topics.with_prefix(args.topic_prefix)
+    topics = settings.scoped_topics
     windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
     scheduler = PairScheduler(
         settings, topics, args.mode, windows_expected=args.windows, store=open_store(settings), windows=windows
@@ -123,8 +119,10 @@ def run_preprocess(args: argparse.Namespace) -> int:
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
-    topics = settings.topics.with_prefix(args.topic_prefix)
-    worker = PreprocessWorker(settings, topics, open_store(settings), group=group_name("preprocess", args.topic_prefix))
+    topics = settings.scoped_topics
+    worker = PreprocessWorker(
+        settings, topics, open_store(settings), group=group_name("preprocess", settings.topic_prefix)
+    )
     return run_service("preprocess", worker, settings)
 
 
@@ -138,14 +136,14 @@ def run_correlator(args: argparse.Namespace) -> int:
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
-    topics = settings.topics.with_prefix(args.topic_prefix)
+    topics = settings.scoped_topics
     windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
     worker = Correlator(
         settings,
         topics,
         open_store(settings),
         windows,
-        group=group_name("correlate", args.topic_prefix),
+        group=group_name("correlate", settings.topic_prefix),
         worker_id=args.worker_id,
         threads=args.threads,
     )
@@ -154,11 +152,13 @@ def run_correlator(args: argparse.Namespace) -> int:
 
 def _register_stack(services: argparse._SubParsersAction) -> None:
     stack = services.add_parser("stack", help="stacker: RowCorrelated → running stacks (zarr) in the results store")
-    stack.add_argument(
+    env_flag(
+        stack,
         "--stacks",
-        default=os.environ.get("XCORRFLOW_STACKS"),
-        help="where the stacks go: s3://bucket/prefix.zarr or a local folder.zarr (env: XCORRFLOW_STACKS; "
-        "default: the namespace's results.zarr in the bucket, beside the windows' CCFs)",
+        "XCORRFLOW_STACKS",
+        None,
+        "where the stacks go: s3://bucket/prefix.zarr or a local folder.zarr (default: the namespace's "
+        "results.zarr in the bucket, beside the windows' CCFs)",
     )
     _common(stack)
     stack.set_defaults(func=run_stacker)
@@ -174,7 +174,7 @@ def run_stacker(args: argparse.Namespace) -> int:
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
-    topics = settings.topics.with_prefix(args.topic_prefix)
+    topics = settings.scoped_topics
     windows = WindowStore(open_root(bucket_root(settings), settings), settings.processing)
     root = open_root(args.stacks or bucket_root(settings), settings)
     stacks = StackStore(root, settings.processing, chunk_pairs=settings.stack_chunk_pairs)
@@ -219,6 +219,6 @@ def run_latency(args: argparse.Namespace) -> int:
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
-    topics = settings.topics.with_prefix(args.topic_prefix)
-    tracker = LatencyTracker(settings, topics, group=group_name("latency", args.topic_prefix))
+    topics = settings.scoped_topics
+    tracker = LatencyTracker(settings, topics, group=group_name("latency", settings.topic_prefix))
     return run_service("latency", tracker, settings)

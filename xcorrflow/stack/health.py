@@ -53,7 +53,7 @@ def check_all(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {
         "kafka": {
             "bootstrap": settings.bootstrap_servers,
-            "ok": kafka_metadata_ok(settings.bootstrap_servers),
+            "ok": kafka_metadata_ok(settings),
         },
         "s3": {"endpoint": settings.s3_url, "bucket": settings.s3_bucket, "ok": s3_healthy},
         "prometheus": {"url": settings.prometheus_url, "ok": prometheus_ready(settings.prometheus_url)},

@@ -11,10 +11,14 @@ import string
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xcorrflow.stack import process
 from xcorrflow.stack.errors import StackError
 from xcorrflow.stack.service import INFRA, Service, run_visible
+
+if TYPE_CHECKING:
+    from contracts.settings import Settings
 
 POM = INFRA / "kafka" / "pom.xml"
 TEMPLATE = INFRA / "kafka" / "server.properties.tmpl"
@@ -153,14 +157,17 @@ class KafkaService(Service):
         return pom_kafka_version()
 
 
-def kafka_metadata_ok(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request."""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+def kafka_metadata_ok(kafka: Settings | str, timeout: float = 3.0) -> bool:
+    """True when a broker of ``kafka`` (settings, or a plaintext bootstrap string) answers a metadata request."""
+    from contracts.kafka import connection_config
+
+    config = connection_config(kafka)
+    host, _, port = config["bootstrap.servers"].split(",")[0].rpartition(":")
     if not process.port_open(host, int(port)):
         return False  # avoids librdkafka's connection-refused log lines while the broker starts
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**config, "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:  # KafkaException while the broker starts; health checks report, they do not raise

@@ -45,7 +45,7 @@ class NativeStack:
         t0 = time.monotonic()
         outcome = {"kafka": self.kafka.start()}
         created = ensure_topics(
-            self.settings.bootstrap_servers,
+            self.settings,
             topic_specs(self.settings),
             replication=self.settings.kafka_replication,
         )
@@ -102,7 +102,7 @@ class ComposeStack:
         """``docker compose up -d --wait``, then the topics and the bucket."""
         self.settings.targets_dir.mkdir(parents=True, exist_ok=True)
         self._compose("up", "-d", "--wait")
-        ensure_topics(self.settings.bootstrap_servers, topic_specs(self.settings))
+        ensure_topics(self.settings, topic_specs(self.settings))
         ensure_bucket(self.settings)
         return {"compose": "started"}
 

@@ -1,4 +1,7 @@
-"""Settings of the dv/v measurements: coda window, stretching grid, MWCS windows, and the reference."""
+"""Settings of the dv/v measurements: coda window, stretching grid, MWCS windows, and the reference.
+
+In contracts, beside :mod:`contracts.params`, because the settings model holds them (the layer contract keeps
+contracts free of dsp); :mod:`dsp.dvv` reads them."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dsp.windows import window_start
+from contracts.ids import window_id_problem
 
 
 class ReferenceSpec(BaseModel):
@@ -28,7 +31,11 @@ class ReferenceSpec(BaseModel):
         if self.kind == "range":
             if self.start is None or self.end is None:
                 raise ValueError("a 'range' reference needs start and end window ids")
-            if window_start(self.start) > window_start(self.end):
+            for wid in (self.start, self.end):
+                problem = window_id_problem(wid)
+                if problem:
+                    raise ValueError(f"reference range {wid!r}: {problem}")
+            if self.start > self.end:  # fixed-width UTC ids: their order is time order
                 raise ValueError("the reference range ends before it starts")
         return self
 
