@@ -1,7 +1,7 @@
 """One ``xcorrflow run`` under attack: start it on a private stack, wait for a moment to strike, and measure
 what it left behind (the stacks, the wire, the report, the processes).
 
-Shared by ``bench/chaos.py`` and ``tests/integration/test_faults.py``.
+Shared by ``bench/chaos.py`` and ``tests/integration/xcorrflow/test_faults.py``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ defaults. Services are found through the pid files the stack manager writes (pid
 recycled pid is never signalled); worker processes through ``/proc`` (their command line names the run id as
 ``--topic-prefix``). Nothing is ever stopped by name.
 
-Used by ``bench/chaos.py`` (``make chaos``) and ``tests/integration/test_faults.py``.
+Used by ``bench/chaos.py`` (``make chaos``) and ``tests/integration/xcorrflow/test_faults.py``.
 """
 
 from __future__ import annotations

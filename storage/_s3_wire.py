@@ -4,7 +4,7 @@ Why this module exists: minio 7.2.x ``put_object()`` turns every extra header in
 send ``If-None-Match: *`` (a conditional create), and its multipart helpers cannot make CompleteMultipartUpload
 conditional either. We therefore send those requests through ``Minio._execute``, the client's own signed-request
 path (SigV4 signing, region, error parsing into ``S3Error``). It is a private method: everything that touches
-it is in this one module, and ``tests/unit/test_storage_s3_retry.py`` exercises it against a fake server, so a
+it is in this one module, and ``tests/unit/storage/test_storage_s3_retry.py`` exercises it against a fake server, so a
 minio upgrade that changes it fails loudly in one place.
 """
 

@@ -1,8 +1,8 @@
 """The behaviour every :class:`storage.base.ObjectStore` must show, written once and run against every backend.
 
 Use: subclass :class:`StoreContract` in a ``Test*`` class and provide a ``store`` fixture yielding an empty
-store (or an empty scoped view) that the test may fill. ``tests/unit/test_storage_backends.py`` runs it for the
-memory and local-directory stores, ``tests/integration/test_storage_s3.py`` for the real S3 server.
+store (or an empty scoped view) that the test may fill. ``tests/unit/storage/test_storage_backends.py`` runs it for the
+memory and local-directory stores, ``tests/integration/storage/test_storage_s3.py`` for the real S3 server.
 """
 
 from __future__ import annotations

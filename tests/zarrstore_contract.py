@@ -1,8 +1,8 @@
 """What :class:`storage.zarrstore.ZarrObjectStore` must do over any object store, written once.
 
 Subclass :class:`ZarrStoreContract` and provide an ``inner`` fixture yielding an empty :class:`ObjectStore` (or a
-scoped view). ``tests/unit/test_zarrstore.py`` runs it on the memory and local-directory stores,
-``tests/integration/test_zarrstore_s3.py`` on the real S3 server.
+scoped view). ``tests/unit/storage/test_zarrstore.py`` runs it on the memory and local-directory stores,
+``tests/integration/storage/test_zarrstore_s3.py`` on the real S3 server.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The storage contract suite, and the S3-only behaviour, against the S3 server in its container.
 
-The tests are those of tests/integration/test_storage_s3.py, imported so that they run here against the
+The tests are those of tests/integration/storage/test_storage_s3.py, imported so that they run here against the
 container's endpoint (the session exports it before any of them asks ``Settings()``).
 """
 
 from __future__ import annotations
 
-from tests.integration.test_storage_s3 import (
+from tests.integration.storage.test_storage_s3 import (
     TestS3Store,
     s3,
     store,

@@ -69,7 +69,7 @@ def test_known_error_series_start_at_zero(tmp_path: Path) -> None:
 
 def test_zero_table_covers_every_label_the_code_uses() -> None:
     """Every literal S3 op and every service that dead-letters is in the zero table, so none starts unseen."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     sources = {
         "preprocess": "producers/worker.py",
         "stack": "consumers/stacker.py",

@@ -19,8 +19,8 @@ import pytest
 
 from contracts.settings import Settings
 from dsp.dvv import DvvParams, DvvRun, ReferenceSpec, measure_run
-from tests.unit.test_dvv_synthetic import load_ccfs
-from tests.unit.test_realdata import WHEEL, fetch_msnoise_data
+from tests.unit.dsp.test_dvv_synthetic import load_ccfs
+from tests.unit.xcorrflow.test_realdata import WHEEL, fetch_msnoise_data
 from xcorrflow.inprocess import run_inprocess
 
 PARAMS = DvvParams(

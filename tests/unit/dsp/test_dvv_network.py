@@ -34,7 +34,7 @@ from dsp.dvv import (
 from dsp.dvv.model import ROW_FIELDS
 from dsp.errors import DspError
 from dsp.windows import window_id
-from tests.unit.test_dvv_methods import FS, ccf_of, wavelets
+from tests.unit.dsp.test_dvv_methods import FS, ccf_of, wavelets
 
 T0 = 1_700_000_000 - 1_700_000_000 % 3600
 WINDOWS = [window_id(T0 + 3600 * h) for h in range(8)]

@@ -2,7 +2,7 @@
 closes them, late windows, bad input, a new reference, the table (pandas and xarray) and the CSV contract.
 
 The world: 4 stations (6 pairs) whose CCFs are exact stretches of each pair's own wavelet sum
-(:func:`tests.unit.test_dvv_methods.ccf_of`), written into real zarr arrays as the correlators and the
+(:func:`tests.unit.dsp.test_dvv_methods.ccf_of`), written into real zarr arrays as the correlators and the
 stacker write them (slots, then the slot index that marks a window complete).
 """
 
@@ -27,7 +27,7 @@ from results.stacks import StackStore
 from results.windows import SlotIndex, WindowStore
 from results.zarrio import open_root
 from storage.memory import MemoryStore
-from tests.unit.test_dvv_methods import ccf_of, wavelets
+from tests.unit.dsp.test_dvv_methods import ccf_of, wavelets
 from xcorrflow.dvvout import DvvUnavailable, check_reference, measure_inprocess, write_csvs
 from xcorrflow.dvvplot import plot_dvv
 

@@ -10,7 +10,7 @@ import yaml
 
 from contracts.settings import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Settings
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
+INFRA = Path(__file__).resolve().parents[3] / "infra"
 
 
 def _compose() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from storage import (
 )
 from storage._s3_wire import is_transient, multipart_etag
 from storage.s3 import MIB, build_client
-from tests.unit.fake_s3 import FakeS3, Reply, list_page, object_headers, s3_error
+from tests.unit.storage.fake_s3 import FakeS3, Reply, list_page, object_headers, s3_error
 
 ATTEMPTS = 4
 
