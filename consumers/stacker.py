@@ -238,10 +238,10 @@ class Stacker(TransactionalLoop):
         pairs, slots = plan.todo(start, stop)
         ccfs, bad = self._gather(plan.window, slots)
         if bad:
-            if not self._unreadable(plan, pairs, slots, bad):
+            lost = np.isnan(ccfs).any(axis=1)  # a chunk that does not decode reads as NaN too
+            if not self._unreadable(plan, pairs[lost], bad):
                 return  # rolled back: the next turn reads again
-            keep = ~np.isin(slots // self.windows.chunk_pairs, list(bad))
-            pairs, slots, ccfs = pairs[keep], slots[keep], ccfs[keep]
+            pairs, slots, ccfs = pairs[~lost], slots[~lost], ccfs[~lost]
             if pairs.size == 0:
                 return
         chunks = {int(k): self.stacks.read(int(k)) for k in np.unique(pairs // self.stacks.chunk_pairs)}
@@ -255,11 +255,10 @@ class Stacker(TransactionalLoop):
         self.intents[plan.window] = intent
         self._finish(plan.window, intent, chunks, ccfs)
 
-    def _unreadable(self, plan: WindowPlan, pairs: np.ndarray, slots: np.ndarray, bad: dict[int, str]) -> bool:
-        """Announced CCF chunks that cannot be read: their pairs count as failed (the run reports them missing,
-        the window still completes), with one dead letter per chunk naming it and why; False if rolled back."""
+    def _unreadable(self, plan: WindowPlan, lost: np.ndarray, bad: dict[int, str]) -> bool:
+        """Announced CCFs that cannot be read: those pairs count as failed (the run reports them missing, the
+        window still completes), with one dead letter per chunk naming it and why; False if rolled back."""
         chunk = self.windows.chunk_pairs
-        lost = pairs[np.isin(slots // chunk, list(bad))]
         events: list[tuple[str, str, Event]] = []
         for k, reason in sorted(bad.items()):
             letter = DeadLetter(

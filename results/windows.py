@@ -177,9 +177,9 @@ def gather(
     windows: WindowStore, window: str, slots: np.ndarray, max_chunks: int = GATHER_CHUNKS
 ) -> tuple[np.ndarray, dict[int, str]]:
     """The CCFs in ``slots`` of a window, in the order of ``slots``, and the chunks that could not be read
-    (chunk number -> why): one that does not decode, or an asked-for slot that reads as NaN (a missing chunk
-    reads as its fill value). Each chunk is read once, at most ``max_chunks`` consecutive chunks per read, so
-    the memory it takes beyond its result is bounded whatever ``slots`` spans.
+    (chunk number -> why): one that does not decode (its slots read as NaN), or one where an asked-for slot
+    reads as NaN (a missing chunk reads as its fill value). Each chunk is read once, at most ``max_chunks``
+    consecutive chunks per read, so the memory it takes beyond its result is bounded whatever ``slots`` spans.
 
     Raises:
         TransientError: the store did not answer.

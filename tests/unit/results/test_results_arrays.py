@@ -97,6 +97,27 @@ def test_gathering_slots_reads_each_chunk_once_and_a_bounded_span_per_read(tmp_p
     assert chunks == [0, 1, 2, 3, 4, 5, 6, 9, 10], "each chunk read once, none that holds no wanted slot"
 
 
+def test_a_gather_names_the_chunks_it_cannot_read_and_keeps_the_others(tmp_path: Path) -> None:
+    """Chunk 1 is truncated (it does not decode), chunk 2 is deleted (it reads as its NaN fill), chunk 3 holds
+    one NaN CCF: each is named with its reason, and chunks 0 and 4 come back intact."""
+    windows = WindowStore(open_root(tmp_path / "r.zarr"), PARAMS)
+    windows.ensure(W, 5 * CHUNK_PAIRS)
+    data = np.random.default_rng(5).standard_normal((5 * CHUNK_PAIRS, L)).astype(np.float32)
+    data[3 * CHUNK_PAIRS + 7] = np.nan
+    windows.write(W, 0, data)
+    root = tmp_path / "r.zarr"
+    (root / windows.chunk_path(W, 1)).write_bytes((root / windows.chunk_path(W, 1)).read_bytes()[:100])
+    (root / windows.chunk_path(W, 2)).unlink()
+    slots = np.arange(5 * CHUNK_PAIRS)
+    ccfs, bad = gather(windows, W, slots)
+    assert sorted(bad) == [1, 2, 3]
+    assert bad[1].startswith("ValueError") and "NaN" in bad[2] and "NaN" in bad[3]
+    good = np.r_[0:CHUNK_PAIRS, 4 * CHUNK_PAIRS : 5 * CHUNK_PAIRS]
+    np.testing.assert_array_equal(ccfs[good], data[good])
+    assert np.isnan(ccfs[CHUNK_PAIRS : 3 * CHUNK_PAIRS]).all()
+    assert np.isnan(ccfs[3 * CHUNK_PAIRS :]).any(axis=1).sum() == 1, "only the NaN CCF of chunk 3 is lost"
+
+
 def test_stacks_keep_running_means_and_counts(tmp_path: Path) -> None:
     stations = [f"XX.S{i}..HHZ" for i in range(5)]
     store = _stacks(tmp_path, stations)
