@@ -240,15 +240,20 @@ def apply(
         stacks: the stack arrays.
         pairs, ccfs: the window's CCFs ``[n, lags]`` of the canonical ``pairs``.
         crcs: chunk index -> {array name: CRC-32 before the update}.
-        chunks: the chunks as read when ``crcs`` were taken (saves reading them again), or None.
+        chunks: the chunks ``crcs`` were just taken from, or None (after a crash). Given, every array of them is
+            pending by construction, so neither a read nor a fingerprint is taken again.
 
     Returns:
         How many chunks were written.
     """
     written = 0
     for k in sorted(crcs):
-        chunk = chunks[k] if chunks is not None else stacks.read(k)
-        pending = tuple(n for n, a in chunk.arrays().items() if fingerprint(a) == crcs[k].get(n))
+        if chunks is not None:
+            chunk = chunks[k]
+            pending = tuple(chunk.arrays())
+        else:
+            chunk = stacks.read(k)
+            pending = tuple(n for n, a in chunk.arrays().items() if fingerprint(a) == crcs[k].get(n))
         if "count" not in pending:
             continue  # count is written last: this chunk already holds the window
         mine = pairs // stacks.chunk_pairs == k
