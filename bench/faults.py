@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,18 +136,45 @@ class PrivateStack:
         return self.service(name).healthy()
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections (Linux's ``ip_local_port_range``).
+
+    A server port inside it can be taken at any moment by some client's socket, so a private stack must not
+    use one.
+    """
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def port_bindable(port: int) -> bool:
+    """True when a server could bind 127.0.0.1:``port`` now (nobody listens on it, no socket holds it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port_base(first: int, tries: int = 10, step: int = 100) -> int:
-    """The first port base from ``first`` (then + ``step``…) whose stack ports nobody listens on, so that two
-    test sessions on one machine each get their own stack.
+    """The first port base from ``first`` (then + ``step``…) whose stack ports are all free and outside the
+    ephemeral range, so that two test sessions on one machine each get their own stack.
 
     Raises:
-        FaultError: all ``tries`` bases are taken.
+        FaultError: all ``tries`` bases are taken or ephemeral.
     """
+    ephemeral = ephemeral_ports()
     for base in range(first, first + tries * step, step):
         ports = PrivateStack(Path("/nonexistent"), base).ports.values()
-        if not any(process.port_open("127.0.0.1", port) for port in ports):
+        if not any(port in ephemeral for port in ports) and all(port_bindable(port) for port in ports):
             return base
-    raise FaultError(f"no free port base among {first}..{first + (tries - 1) * step}")
+    raise FaultError(
+        f"no free port base among {first}..{first + (tries - 1) * step} outside the ephemeral ports "
+        f"{ephemeral.start}..{ephemeral.stop - 1}"
+    )
 
 
 # --- services: kill, restart, freeze, thaw ---------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Issue 10's faults, struck mid-run into the ``xcorrflow run`` users start, on a private stack.
 
-The stack here is this module's own Kafka and S3 server (its own home, ports from 39000 up, never the shared
-stack), since the tests kill and freeze them. Each test runs the harness of ``make chaos`` (``bench/``) on a
-smaller deployment, 6 stations x 2 h arriving over 4 s (one worker per stage unless a test kills one of
-two), and fails if a pair is lost (a stack missing, or
-short of a window, or an announced CCF not in the store), doubled (a window stacked twice, or a (window,
-pair) announced twice), or off its true lag; or if a process of the run outlives it.
+The stack here is this module's own Kafka and S3 server (its own home, ports from 29000 up, below the
+kernel's ephemeral range, never the shared stack), since the tests kill and freeze them. Each test runs the
+harness of ``make chaos`` (``bench/``) on a smaller deployment, 6 stations x 2 h arriving over 4 s (one
+worker per stage unless a test kills one of two), and fails if a pair is lost (a stack missing, or short of
+a window, or an announced CCF not in the store), doubled (a window stacked twice, or a (window, pair)
+announced twice), or off its true lag; or if a process of the run outlives it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ TRIGGER = 6  # strike once this many (window, pair) results of 30 are correlated
 @pytest.fixture(scope="module")
 def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
     """Kafka and the S3 server of this module alone; wiped at the end."""
-    stack = PrivateStack(tmp_path_factory.mktemp("faults-stack"), free_port_base(39000))
+    stack = PrivateStack(tmp_path_factory.mktemp("faults-stack"), free_port_base(29000))
     stack.check_private()
     stack.up()
     yield stack

@@ -4,6 +4,7 @@ a bad input entry without a dead letter, a symlink that was read; and its hostil
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import zarr
 from zarr.storage import LocalStore, MemoryStore
 
 from bench import checks, fuzz
-from bench.faults import FaultError, PrivateStack
+from bench.faults import FaultError, PrivateStack, ephemeral_ports, free_port_base
 from bench.hostile import build_hostile, check_hostile
 from contracts.events import RowCorrelated, StacksUpdated, decode
 
@@ -187,3 +188,14 @@ def test_a_private_stack_refuses_the_shared_one(tmp_path: Path) -> None:
     stack.check_private()
     assert stack.env()["XCORRFLOW_KAFKA_BOOTSTRAP"] == "127.0.0.1:28092" == stack.settings().bootstrap_servers
     assert stack.settings().s3_address == "127.0.0.1:28000"
+
+
+def test_a_private_stack_port_base_skips_held_and_ephemeral_ports() -> None:
+    ephemeral = ephemeral_ports()
+    base = free_port_base(ephemeral.start - 2000)
+    assert not any(port in ephemeral for port in PrivateStack(Path("/x"), base).ports.values())
+    with socket.socket() as held:  # as a client socket's local port would hold it
+        held.bind(("127.0.0.1", base))
+        assert free_port_base(base) > base, "a base whose S3 port is held is skipped"
+    with pytest.raises(FaultError, match="ephemeral"):
+        free_port_base(ephemeral.start, tries=2)
