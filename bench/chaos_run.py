@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench import checks, faults
 from bench.checks import Expectation, Offset
-from contracts.kafka import partitions_of
+from contracts.kafka import connection_config, partitions_of
 from results.errors import ResultsError
 from results.zarrio import bucket_root, open_root
 from storage.layout import RESULTS_ROOT
@@ -161,7 +161,7 @@ class PairCounter:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **connection_config(bootstrap),
                 "group.id": f"chaos-trigger-{time.monotonic_ns()}",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from zarr.storage import LocalStore
 
 from contracts.events import Event, EventDecodeError, PairCorrelated, RowCorrelated, StacksUpdated, decode
-from contracts.kafka import partitions_of
+from contracts.kafka import connection_config, partitions_of
 
 Offset = tuple[int, int]  # (partition, offset) of one record
 
@@ -206,7 +206,7 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 60.0, idle: float
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **connection_config(bootstrap),
             "group.id": f"chaos-check-{time.monotonic_ns()}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,

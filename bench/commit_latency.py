@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from contracts.events import DirectoryCommitted, DirectoryExpected, FileCommitted, FileReady, decode
-from contracts.kafka import partitions_of, producer_config
+from contracts.kafka import connection_config, partitions_of, producer_config
 from contracts.settings import Settings
 from contracts.topics import delete_topics, ensure_topics, topic_specs
 from xcorrflow.fleet import WorkerProcess
@@ -69,7 +69,7 @@ def _one_window(settings: Settings, files: str, commits: str, directory: str) ->
     producer = Producer(producer_config(settings))
     reader = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **connection_config(settings),
             "group.id": f"r-{uuid.uuid4().hex}",
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 500,

@@ -35,6 +35,7 @@ from contracts.events import (
     RowCorrelated,
     StacksUpdated,
 )
+from contracts.kafka import connection_config
 
 KeyValue = tuple[bytes | None, bytes | None]
 TOPICS = ("raw", "files", "commits", "pairs", "results", "stacks", "dlq")  # every topic a run's processes consume
@@ -273,7 +274,7 @@ def produce(bootstrap: str, topic: str, records: list[KeyValue], timeout: float 
         else:
             failed.append(str(err))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 0})
+    producer = Producer({**connection_config(bootstrap), "enable.idempotence": True, "linger.ms": 20, "log_level": 0})
     for key, value in records:
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         producer.poll(0)

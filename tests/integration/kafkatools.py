@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from contracts.events import Event, decode
-from contracts.kafka import partitions_of
+from contracts.kafka import connection_config, partitions_of
 from contracts.settings import Settings
 from xcorrflow.fleet import WorkerProcess, wait_for
 
 
 def produce(settings: Settings, topic: str, items: Sequence[tuple[str | None, Event | bytes]]) -> None:
     """Produce (key, event-or-raw-bytes) pairs like an outside client would: a plain idempotent producer."""
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
+    producer = Producer({**connection_config(settings), "enable.idempotence": True})
     for key, value in items:
         payload = value if isinstance(value, bytes) else value.encode()
         producer.produce(topic, key=key.encode() if key else None, value=payload)
@@ -37,7 +37,7 @@ def read_events(
     more so that an event that should *not* exist (a duplicate) has time to show up."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **connection_config(settings),
             "group.id": f"reader-{time.monotonic_ns()}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,

@@ -20,7 +20,7 @@ from contracts.events import (
     ProducerFinished,
     ProducerStarted,
 )
-from contracts.kafka import partitions_of
+from contracts.kafka import connection_config, partitions_of
 from contracts.settings import Settings, TopicNames
 from tests.integration.kafkatools import WorkerProcess, produce, read_events, wait_for
 
@@ -118,7 +118,7 @@ def test_messages_that_change_nothing_still_get_their_offsets_committed(
     produce(stack, topics.files, [(d, DirectoryExpected(directory=d, n_files=2)), *files])
     read_events(stack, topics.commits, until=lambda ev: len(_commits(ev)) >= 1, settle=0)
     produce(stack, topics.files, [files[0], files[1]] * 20)
-    group = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"xcorrflow-broker.{topics.files}"})
+    group = Consumer({**connection_config(stack), "group.id": f"xcorrflow-broker.{topics.files}"})
     try:
         parts = [TopicPartition(topics.files, p) for p in partitions_of(group, topics.files)]
         ends = {tp.partition: group.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
@@ -202,7 +202,7 @@ def test_malformed_messages_go_to_the_dlq_and_the_broker_carries_on(
 def _broadcast(stack: Settings, topic: str, event: Event, partitions: range) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers})
+    producer = Producer(connection_config(stack))
     for p in partitions:
         producer.produce(topic, value=event.encode(), partition=p)
     assert producer.flush(30) == 0

@@ -8,6 +8,7 @@ from collections import Counter
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from contracts.kafka import connection_config
 from contracts.settings import Settings
 from contracts.topics import TopicSpec, delete_topics, ensure_topics
 
@@ -17,7 +18,7 @@ N_MESSAGES = 600
 def _consumer(settings: Settings, group: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **connection_config(settings),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
@@ -29,7 +30,7 @@ def _consumer(settings: Settings, group: str) -> Consumer:
 
 
 def _produce(settings: Settings, topic: str, start: int, stop: int) -> None:
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
+    producer = Producer({**connection_config(settings), "enable.idempotence": True})
     for i in range(start, stop):
         producer.produce(topic, key=str(i % 17).encode(), value=str(i).encode())
     assert producer.flush(30) == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from contracts.kafka import connection_config
 from contracts.settings import Settings
 from contracts.topics import TopicSpec, ensure_topics
 from xcorrflow.stack import process
@@ -46,7 +47,7 @@ def test_private_stack_up_idempotent_down_and_persistent(stack: Settings, tmp_pa
         assert native.down() == {"prometheus": False, "s3": False, "kafka": False}, "down twice is harmless"
 
         native.up()
-        topics = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=10).topics
+        topics = AdminClient(connection_config(settings)).list_topics(timeout=10).topics
         assert "persisted" in topics, "Kafka data must survive down/up"
     finally:
         native.clean_data()

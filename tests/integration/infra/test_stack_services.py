@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from contracts.kafka import connection_config
 from contracts.metrics import serve_metrics
 from contracts.settings import Settings
 
@@ -36,7 +37,7 @@ def test_status_json_reports_every_service_ok_without_secrets(stack: Settings) -
 
 
 def test_kafka_endpoint_is_apache_kafka_jvm(stack: Settings) -> None:
-    metadata = AdminClient({"bootstrap.servers": stack.bootstrap_servers}).list_topics(timeout=10)
+    metadata = AdminClient(connection_config(stack)).list_topics(timeout=10)
     assert len(metadata.brokers) == 1
     port = int(stack.bootstrap_servers.rsplit(":", 1)[1])
     cmdline = Path(f"/proc/{_listener_pid(port)}/cmdline").read_bytes().split(b"\0")
