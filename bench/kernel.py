@@ -43,6 +43,7 @@ from dsp.correlate import (
     DEFAULT_CHUNK,
     all_pairs,
     correlate,
+    correlate_row,
     cross_spectra_rows,
     row_blocks,
     spectra_to_lags,
@@ -126,6 +127,16 @@ def kernel(products: Sequence[StationProduct], maxlag: int, workers: int | None)
     return np.concatenate([b.ccfs for b in correlate(products, maxlag, workers=workers)])
 
 
+def row_tasks(products: Sequence[StationProduct], maxlag: int) -> np.ndarray:
+    """The correlator's row tasks (:func:`dsp.correlate.correlate_row`): each station against every later one
+    (by SEED id), one FFT thread, in :func:`all_pairs` order."""
+    order = sorted(range(len(products)), key=lambda k: products[k].seed_id)
+    ranked = [products[k] for k in order]
+    return np.concatenate(
+        [correlate_row(r, ranked[i + 1 :], maxlag, workers=1).ccfs for i, r in enumerate(ranked[:-1])]
+    )
+
+
 def kernel_profile(products: Sequence[StationProduct], maxlag: int, repeats: int) -> dict[str, float]:
     """Microseconds per pair in the kernel's two stages (single thread, the kernel's row blocks)."""
     ranked = sorted(products, key=lambda p: p.seed_id)
@@ -159,6 +170,7 @@ def bench_correlation(n: int, repeats: int, variants: bool) -> dict[str, Any]:
     if variants:
         runs["band_bins_per_pair"] = lambda: band_per_pair(products, maxlag)
         runs["row_wise_einsum"] = lambda: row_wise(products, maxlag)
+    runs["row_tasks_workers1"] = lambda: row_tasks(products, maxlag)
     runs["kernel_workers1"] = lambda: kernel(products, maxlag, 1)
     runs["kernel_workers2"] = lambda: kernel(products, maxlag, 2)
     out: dict[str, Any] = {
