@@ -106,6 +106,11 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
     return config
 
 
+def group_name(base: str, topic_prefix: str) -> str:
+    """Consumer group of a stage: ``base`` for the default topics, ``<prefix>.<base>`` for prefixed ones."""
+    return f"{topic_prefix}.{base}" if topic_prefix else base
+
+
 def consumer_config(
     settings: Settings, group: str, *, transactional: bool = False, service: str = "", **extra: Any
 ) -> dict[str, Any]:

@@ -63,11 +63,6 @@ ARRIVAL_TO_COMMIT = Histogram(
 )
 
 
-def group_name(base: str, topic_prefix: str) -> str:
-    """Consumer group of a stage: ``base`` for the default topics, ``<prefix>.<base>`` for prefixed ones."""
-    return f"{topic_prefix}.{base}" if topic_prefix else base
-
-
 class PreprocessWorker:
     """One member of the ``preprocess`` consumer group."""
 

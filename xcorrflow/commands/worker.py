@@ -114,7 +114,8 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
 def run_preprocess(args: argparse.Namespace) -> int:
     """Run one preprocess worker (start more for more throughput, up to the raw topic's partitions)."""
-    from producers.worker import PreprocessWorker, group_name
+    from contracts.kafka import group_name
+    from producers.worker import PreprocessWorker
     from storage import open_store
     from xcorrflow.workers import run_service
 
@@ -129,7 +130,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
 def run_correlator(args: argparse.Namespace) -> int:
     """Run one correlator (start more for more throughput, up to the pairs topic's partitions)."""
     from consumers.correlator import Correlator
-    from producers.worker import group_name
+    from contracts.kafka import group_name
     from results.windows import WindowStore
     from results.zarrio import bucket_root, open_root
     from storage import open_store
@@ -198,7 +199,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     """Run one dv/v monitor (members of the ``monitor`` group share the stacks topic's partitions)."""
     from consumers.dvvwork import DvvWork
     from consumers.monitor import Monitor
-    from producers.worker import group_name
+    from contracts.kafka import group_name
     from results.zarrio import bucket_root, open_root
     from storage import open_store
     from xcorrflow.workers import run_service
@@ -215,7 +216,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 def run_latency(args: argparse.Namespace) -> int:
     """Run the station-latency tracker (one per namespace: it must see every partition)."""
     from consumers.latency import LatencyTracker
-    from producers.worker import group_name
+    from contracts.kafka import group_name
     from xcorrflow.workers import run_service
 
     settings = _settings(args)
