@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.correlate import all_pairs, correlate, correlate_pair_reference, correlate_row, lag_axis
+from dsp.correlate import DEFAULT_CHUNK, all_pairs, correlate, correlate_pair_reference, correlate_row, lag_axis
 from dsp.product import StationProduct
 
 NFFT, K0, NBINS, NSUB, CC_LEN = 720, 20, 200, 5, 500
@@ -130,6 +130,19 @@ def test_row_kernel_orients_pairs_and_matches_all_pairs(products: list[StationPr
     for pair, ccf in zip(batch.pairs, batch.ccfs, strict=True):
         assert pair[0] < pair[1] and new.seed_id in pair
         np.testing.assert_allclose(ccf, whole.ccfs[whole.pairs.index(pair)], atol=1e-6)
+
+
+def test_a_row_longer_than_one_inverse_fft_block_is_correlated_whole() -> None:
+    rng = np.random.default_rng(7)
+    n = DEFAULT_CHUNK + 45  # two blocks, the second partial
+    ids = [f"XX.S{i:03d}.00.HHZ" for i in range(n + 1)]
+    masks = [rng.random(NSUB) < 0.8 for _ in ids]
+    prods = [fake_product(i, random_spectra(rng), m) for i, m in zip(ids, masks, strict=True)]
+    batch = correlate_row(prods[100], prods[:100] + prods[101:], MAXLAG)
+    assert len(batch.pairs) == n - len(batch.skipped) > DEFAULT_CHUNK
+    for k in (0, DEFAULT_CHUNK - 1, DEFAULT_CHUNK, len(batch.pairs) - 1):  # each side of the block edge
+        pa, pb = (next(p for p in prods if p.seed_id == x) for x in batch.pairs[k])
+        np.testing.assert_allclose(batch.ccfs[k], correlate_pair_reference(pa, pb, MAXLAG), atol=1e-5)
 
 
 @settings(max_examples=20, deadline=None)
