@@ -2,7 +2,7 @@
 
 Design (why it is exactly-once):
 
-* **Consume-transform-produce in Kafka transactions** (:mod:`contracts.txn`). Each batch of input messages
+* **Consume-transform-produce in Kafka transactions** (:mod:`contracts.loop`). Each batch of input messages
   (files topic and S3 notification topic) is handled inside one transaction holding (a) the FileReady /
   DirectoryCommitted events and dead letters it decided, (b) the state records it changed, written to a
   *compacted state topic*, and (c) the consumed offsets. Either all three become visible or none does.
@@ -33,11 +33,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from commit_broker.core import CommitCore, Effects
 from commit_broker.notifications import NotificationError, parse_notification
 from commit_broker.rules import RuleSet
+from contracts.checkpoint import Output
 from contracts.events import EventDecodeError, decode
-from contracts.kafka import dead_letter_for
-from contracts.metrics import DEAD_LETTERS, EVENTS_IN, LATENCY_BUCKETS
+from contracts.kafka import dead_letter
+from contracts.loop import TransactionalLoop
+from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
-from contracts.txn import Output, TransactionalLoop
 
 log = logging.getLogger(__name__)
 SERVICE = "broker"
@@ -117,10 +118,7 @@ class CommitBroker(TransactionalLoop):
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             effects = self.core.handle(event, now, msg.partition() or 0)
         except (EventDecodeError, NotificationError, ValueError) as exc:
-            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}")  # label: the class
-            DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
-            log.warning("dead letter: %s", letter.reason)
-            return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])
+            return Output(events=[dead_letter(msg, SERVICE, self.topics.dlq, f"{type(exc).__name__}: {exc}")])
         if effects.ignored:
             IGNORED.labels(reason=effects.ignored).inc()
         return self._output(effects)

@@ -10,8 +10,8 @@ consumed offsets of a batch of tasks are committed in one Kafka transaction (KIP
 the consumer group's generation, so a zombie from an older generation cannot commit). Chunks and manifest are
 written before the transaction; a redelivered task finds its manifest and is announced again without being
 computed again. Commit order per batch: write chunks → put manifests → produce events → send offsets →
-commit. A broker restart or an S3 outage aborts the batch (:class:`contracts.txn.Transactions`); its tasks are
-consumed again.
+commit. A broker restart or an S3 outage aborts the batch (:class:`contracts.checkpoint.MemberTransactions`); its
+tasks are consumed again.
 
 A task is checked before any work: every station it names must have a product key of this namespace and
 window (an event can never make the worker read outside ``<ns>prep/<window>/``). A column station whose
@@ -33,21 +33,19 @@ from datetime import datetime
 from confluent_kafka import Message, Producer
 from prometheus_client import Counter, Gauge, Histogram
 
+from contracts.checkpoint import MemberTransactions, Output
 from contracts.errors import TransientError
-from contracts.events import DeadLetter, Event, EventDecodeError, PairTask, RowCorrelated, decode
+from contracts.events import Event, EventDecodeError, PairTask, RowCorrelated, decode
 from contracts.kafka import (
     REAL_CLIENTS,
     KafkaClients,
     consumer_config,
-    dead_letter_for,
+    dead_letter,
     log_ready_on_first_assignment,
-    produce_event,
-    watch_kafka,
 )
-from contracts.metrics import DEAD_LETTERS, EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS
-from contracts.outage import KAFKA, S3
+from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
-from contracts.txn import Transactions, next_offsets, rewind, rewind_to_committed
+from contracts.txn import Transactions
 from dsp.correlate import correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct, decode_product
@@ -169,8 +167,10 @@ class Correlator:
             settings, f"{group}.{self.worker_id}", timeout_ms=10000, service=SERVICE, clients=clients
         )
         self.consumer = clients.consumer(consumer_config(settings, group, transactional=True, service=SERVICE))
+        self.checkpoint = MemberTransactions(self.consumer, self.txn, service=SERVICE)
         self._stop = threading.Event()
         self._first_result_seen = False
+        self._rows: list[RowCorrelated] = []  # the current batch's results, counted once it commits
         self._last_arrived = ""  # raw arrival of the later station of the latest task (first-result gauge)
 
     def stop(self) -> None:
@@ -191,7 +191,7 @@ class Correlator:
             while not self._stop.is_set():
                 self.poll_once()
         finally:
-            self.consumer.close()
+            self.checkpoint.close()
             self.txn.flush()
 
     def poll_once(self, timeout: float = 0.05) -> bool | None:
@@ -199,56 +199,33 @@ class Correlator:
 
         Returns:
             None when there was nothing to consume, True when the batch committed, False when it will come again.
-        """
-        batch = [m for m in self.consumer.consume(self.batch_size, timeout) if not m.error()]
-        watch_kafka(self.consumer)
-        if not batch:
-            return None
-        KAFKA.succeeded()
-        return self._transact(batch)
-
-    def _transact(self, batch: list[Message]) -> bool:
-        """Process a batch of tasks and commit their events with their offsets; False when it will come again.
 
         Raises:
             ProducerFenced: a newer instance with this worker id took over.
             DependencyUnavailable: Kafka or S3 stayed away longer than the settings allow.
         """
+        batch = self.checkpoint.consume(self.batch_size, timeout)
+        self._rows = []
         TASKS_PENDING.set(len(batch))
         try:
-            outputs = [self.process(msg) for msg in batch]
-        except TransientError as exc:
-            log.warning("correlator: store unavailable (%s); the batch will be consumed again", exc)
-            rewind(self.consumer, batch)
-            S3.pause()
-            return False
+            committed = self.checkpoint.step(batch, self.handle)
         finally:
             TASKS_PENDING.set(0)
+        if committed:
+            self._after_commit()
+        return committed
 
-        def publish(producer: Producer) -> None:
-            for events in outputs:
-                for topic, key, event in events:
-                    produce_event(producer, topic, key, event)
-
-        if not self.txn.commit(publish, lambda: next_offsets(batch), self.consumer):
-            rewind_to_committed(self.consumer)  # what landed is in the committed offsets, nothing else
-            return False
-        self._after_commit([e for events in outputs for _, _, e in events])
-        return True
-
-    def _after_commit(self, events: list[Event]) -> None:
+    def _after_commit(self) -> None:
         now = time.time()
-        rows = [e for e in events if isinstance(e, RowCorrelated)]
-        for event in rows:
+        for event in self._rows:
             PAIRS.inc(event.pairs)
-            EVENTS_OUT.labels(service=SERVICE, type=event.type).inc()
-        if rows and not self._first_result_seen:
+        if self._rows and not self._first_result_seen:
             self._first_result_seen = True
             if self._last_arrived:
                 FIRST_RESULT.set(max(0.0, now - datetime.fromisoformat(self._last_arrived).timestamp()))
 
     # --- one task --------------------------------------------------------------------------------------------
-    def process(self, msg: Message) -> list[tuple[str, str, Event]]:
+    def handle(self, msg: Message) -> Output:
         """The events of one task message: one RowCorrelated, plus a dead letter per failed station.
 
         Raises:
@@ -260,17 +237,13 @@ class Correlator:
                 raise ValueError(f"the correlator does not accept {task.type} on the pairs topic")
             EVENTS_IN.labels(service=SERVICE, type=task.type).inc()
             check_task(task, self.ns)
-            return list(self._correlate_task(msg, task))
+            events = self._correlate_task(msg, task)
         except TransientError:
             raise
         except (EventDecodeError, DspError, StorageError, ValueError) as exc:
-            return [self._dead_letter(msg, f"{type(exc).__name__}: {exc}")]
-
-    def _dead_letter(self, msg: Message, reason: str, source: str = "") -> tuple[str, str, DeadLetter]:
-        letter = dead_letter_for(msg, SERVICE, reason, source=source)
-        DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":")[0][:60]).inc()
-        log.warning("dead letter: %s", letter.reason)
-        return self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter
+            events = [dead_letter(msg, SERVICE, self.topics.dlq, f"{type(exc).__name__}: {exc}")]
+        self._rows += [e for _, _, e in events if isinstance(e, RowCorrelated)]
+        return Output(events=events)
 
     def _correlate_task(self, msg: Message, task: PairTask) -> list[tuple[str, str, Event]]:
         t0 = time.monotonic()
@@ -298,11 +271,12 @@ class Correlator:
         events: list[tuple[str, str, Event]] = [(self.topics.results, f"{task.window}/{task.row}", event)]
         reasons = set(manifest.failed.values())
         if len(reasons) == 1 and len(manifest.failed) == len(task.columns) and next(iter(reasons)).startswith("row "):
-            events.append(self._dead_letter(msg, next(iter(reasons)), source=task.keys[task.row]))  # the whole row
+            whole_row = next(iter(reasons))
+            events.append(dead_letter(msg, SERVICE, self.topics.dlq, whole_row, source=task.keys[task.row]))
             return events
         for station, reason in manifest.failed.items():
-            events.append(self._dead_letter(msg, f"pair {pair_key(*sorted((task.row, station)))}: {reason}",
-                                            source=task.keys[station]))  # fmt: skip
+            reason = f"pair {pair_key(*sorted((task.row, station)))}: {reason}"
+            events.append(dead_letter(msg, SERVICE, self.topics.dlq, reason, source=task.keys[station]))
         return events
 
     def _compute(self, task: PairTask) -> TaskManifest:

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import Gauge, Histogram
 
 from consumers.stationdone import StationTracker
+from contracts.checkpoint import Output, StoredOffsets
 from contracts.events import DirectoryCommitted, Event, EventDecodeError, FileReady, RowCorrelated, decode
 from contracts.kafka import consumer_config, log_ready_on_first_assignment
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
@@ -49,6 +50,7 @@ class LatencyTracker:
         self.ns = settings.key_prefix
         config = consumer_config(settings, group, service=SERVICE)
         self.consumer = Consumer({**config, "auto.offset.reset": "latest"})  # a new group: no history replay
+        self.checkpoint = StoredOffsets(self.consumer, service=SERVICE)  # auto-committed: the state is in memory
         self.tracker = StationTracker()
         self._stop = threading.Event()
 
@@ -62,14 +64,15 @@ class LatencyTracker:
         self.consumer.subscribe([self.topics.commits, self.topics.results], on_assign=on_assign)
         try:
             while not self._stop.is_set():
-                for msg in self.consumer.consume(500, 0.2):
-                    if msg.error():
-                        continue
-                    self.apply(msg)
-                    self.consumer.store_offsets(message=msg)  # auto-committed: the state is in memory anyway
+                self.checkpoint.step(self.checkpoint.consume(500, 0.2), self.handle)
                 WINDOWS_TRACKED.set(self.tracker.windows)
         finally:
-            self.consumer.close()
+            self.checkpoint.close()
+
+    def handle(self, msg: Message) -> Output:
+        """:meth:`apply` as a checkpoint step (the tracker publishes nothing on Kafka)."""
+        self.apply(msg)
+        return Output()
 
     def apply(self, msg: Message) -> list[float]:
         """Feed one message to the tracker and observe the latencies it completes; returns them."""

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.dvvwork import DvvWork
+from contracts.checkpoint import Output, StoredOffsets
 from contracts.events import EventDecodeError, StacksUpdated, decode
 from contracts.kafka import consumer_config, log_ready_on_first_assignment
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
@@ -70,6 +71,7 @@ class Monitor:
     def __init__(self, settings: Settings, topics: TopicNames, work: DvvWork, *, group: str) -> None:
         self.topics, self.work = topics, work
         self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
+        self.checkpoint = StoredOffsets(self.consumer, service=SERVICE)  # stored after the table is written
         self.gauges = DvvGauges()
         self._stop = threading.Event()
         self._caught_up = False
@@ -84,16 +86,17 @@ class Monitor:
         self.consumer.subscribe([self.topics.stacks], on_assign=log_ready_on_first_assignment(log, "monitor"))
         try:
             while not self._stop.is_set():
-                for msg in self.consumer.consume(100, 0.2):
-                    if msg.error():
-                        continue
-                    self.apply(msg)
-                    self.consumer.store_offsets(message=msg)  # after the table is written: at least once
+                self.checkpoint.step(self.checkpoint.consume(100, 0.2), self.handle)
                 if not self._caught_up and time.monotonic() >= self._next_look:
                     self._next_look = time.monotonic() + CATCH_UP_INTERVAL_S
                     self.catch_up()
         finally:
-            self.consumer.close()
+            self.checkpoint.close()
+
+    def handle(self, msg: Message) -> Output:
+        """:meth:`apply` as a checkpoint step (the monitor publishes nothing on Kafka)."""
+        self.apply(msg)
+        return Output()
 
     def apply(self, msg: Message) -> None:
         """Measure the window a ``complete`` StacksUpdated names (other messages change nothing)."""

@@ -2,7 +2,7 @@
 
 It follows FileReady and DirectoryCommitted on the commits topic and publishes PairTasks (one row of the pair
 matrix each, keyed ``<window>/<row>``) in the same transaction as its state records and consumed offsets
-(:mod:`contracts.txn`), so a restart never emits a pair twice and never loses one.
+(:mod:`contracts.loop`), so a restart never emits a pair twice and never loses one.
 
 Each task comes with its slots in the window's ccf array (:mod:`results.layout`); the scheduler grows that
 array before it publishes the tasks that fill it.
@@ -21,11 +21,12 @@ from confluent_kafka import Message
 from prometheus_client import Counter, Gauge
 
 from consumers.pairing import Mode, PairingCore
-from contracts.events import DeadLetter, DirectoryCommitted, Event, EventDecodeError, FileReady, decode
-from contracts.kafka import dead_letter_for
-from contracts.metrics import DEAD_LETTERS, EVENTS_IN
+from contracts.checkpoint import Output
+from contracts.events import DirectoryCommitted, Event, EventDecodeError, FileReady, decode
+from contracts.kafka import dead_letter
+from contracts.loop import TransactionalLoop
+from contracts.metrics import EVENTS_IN
 from contracts.settings import Settings, TopicNames
-from contracts.txn import Output, TransactionalLoop
 from results.windows import WindowStore
 from storage import ObjectStore
 from storage.errors import InvalidKey
@@ -87,14 +88,16 @@ class PairScheduler(TransactionalLoop):
             else:
                 raise ValueError(f"the scheduler does not accept {event.type} on the commits topic")
         except (EventDecodeError, ValueError) as exc:
-            return Output(events=[self._dead_letter(msg, f"{type(exc).__name__}: {exc}")])  # label: the class
+            reason = f"{type(exc).__name__}: {exc}"  # its label: the class
+            return Output(events=[dead_letter(msg, SERVICE, self.topics.dlq, reason)])
         if self.windows is not None:
             for window, slots in decision.grown.items():
                 self.windows.ensure(window, slots)
         for task in decision.tasks:
             PAIRS_SCHEDULED.labels(mode=self.mode).inc(len(task.columns))
         events: list[tuple[str, str, Event]] = [(self.topics.pairs, f"{t.window}/{t.row}", t) for t in decision.tasks]
-        events += [self._dead_letter(msg, f"the commit lists {key!r}, which is not in the store", key)
+        dlq = self.topics.dlq
+        events += [dead_letter(msg, SERVICE, dlq, f"the commit lists {key!r}, which is not in the store", key)
                    for key in decision.refused]  # fmt: skip
         return Output(events=events, state=decision.state)
 
@@ -105,11 +108,6 @@ class PairScheduler(TransactionalLoop):
             return self.store.exists(validate_key(key))
         except InvalidKey:
             return False
-
-    def _dead_letter(self, msg: Message, reason: str, source: str = "") -> tuple[str, str, DeadLetter]:
-        letter = dead_letter_for(msg, SERVICE, reason, source=source)
-        DEAD_LETTERS.labels(service=SERVICE, reason=letter.reason.split(":")[0][:60]).inc()
-        return self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter
 
     def after_commit(self) -> None:
         """Update the held-back gauge."""

@@ -35,6 +35,7 @@ from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from consumers.stackplan import WindowPlan, groups
+from contracts.checkpoint import Output
 from contracts.errors import TransientError
 from contracts.events import (
     DeadLetter,
@@ -45,10 +46,10 @@ from contracts.events import (
     StacksUpdated,
     decode,
 )
-from contracts.kafka import dead_letter_for
-from contracts.metrics import DEAD_LETTERS, EVENTS_IN, LATENCY_BUCKETS
+from contracts.kafka import count_dead_letter, dead_letter
+from contracts.loop import TransactionalLoop
+from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
-from contracts.txn import Output, TransactionalLoop
 from dsp.errors import DspError
 from dsp.product import Coordinates, decode_product
 from results.manifest import FAILED, TaskManifest
@@ -148,7 +149,7 @@ class Stacker(TransactionalLoop):
         except TransientError:
             raise
         except (EventDecodeError, ValueError, StorageError) as exc:
-            return self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
+            return Output(events=[dead_letter(msg, SERVICE, self.topics.dlq, f"{type(exc).__name__}: {exc}")])
         self._changed = True
         return out
 
@@ -184,11 +185,6 @@ class Stacker(TransactionalLoop):
         plan = self.plans.setdefault(window, WindowPlan(window))
         plan.set_expected(stations)
         return Output(state=[(f"w:{window}", plan.record())])
-
-    def _dead_letter(self, msg: Message, reason: str) -> Output:
-        letter = dead_letter_for(msg, SERVICE, reason)
-        DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":")[0][:60]).inc()
-        return Output(events=[(self.topics.dlq, (msg.key() or b"").decode(errors="replace"), letter)])
 
     # --- stacking ------------------------------------------------------------------------------------------
     def work(self) -> None:
@@ -248,7 +244,7 @@ class Stacker(TransactionalLoop):
         crcs = {str(k): {n: fingerprint(a) for n, a in c.arrays().items()} for k, c in chunks.items()}
         intent: dict[str, object] = {"todo": pairs.tolist(), "slots": slots.tolist(), "crcs": crcs}
         record = (f"i:{plan.window}", json.dumps(intent).encode())
-        if not self.transact(lambda: Output(state=[record]), with_offsets=False):
+        if not self.transact(lambda: Output(state=[record])):
             return  # rolled back: the state was rebuilt from Kafka, the next turn decides again
         log.info("stacking window %s, pairs %d-%d: %d CCFs into %d chunks", plan.window, start, stop - 1,
                  pairs.size, len(chunks))  # fmt: skip
@@ -266,13 +262,13 @@ class Stacker(TransactionalLoop):
                 service=SERVICE,
                 source=f"{self.windows.chunk_path(plan.window, k)} (slots {k * chunk}-{(k + 1) * chunk - 1})",
             )
-            DEAD_LETTERS.labels(service=SERVICE, reason="UnreadableChunk").inc()
-            log.warning("stacker: window %s chunk %d unreadable, %s; its pairs count as failed", plan.window, k, reason)
+            count_dead_letter(letter)
+            log.warning("stacker: window %s chunk %d unreadable; its pairs count as failed", plan.window, k)
             events.append((self.topics.dlq, plan.window, letter))
         plan.mark_unreadable(lost)
         self._changed = True
         state: list[tuple[str, bytes | None]] = [(f"w:{plan.window}", plan.record())]
-        return self.transact(lambda: Output(events=events, state=state), with_offsets=False)
+        return self.transact(lambda: Output(events=events, state=state))
 
     def _finish(
         self,
@@ -347,5 +343,5 @@ class Stacker(TransactionalLoop):
         if tombstone:
             state.append((f"i:{plan.window}", None))
         events: list[tuple[str, str, Event]] = [(self.topics.stacks, plan.window, update)]
-        if self.transact(lambda: Output(events=events, state=state), with_offsets=False):
+        if self.transact(lambda: Output(events=events, state=state)):
             self.intents.pop(plan.window, None)

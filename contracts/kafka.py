@@ -328,11 +328,17 @@ def produce_event(producer: Producer, topic: str, key: str | bytes | None, event
             producer.poll(0.05)
 
 
-def send_dead_letter(producer: Producer, topic: str, letter: DeadLetter, key: bytes | None = None) -> None:
-    """Produce a dead letter and count it."""
+def count_dead_letter(letter: DeadLetter) -> None:
+    """Count a dead letter by service and reason class (the text before the first colon) and log it."""
     DEAD_LETTERS.labels(service=letter.service, reason=letter.reason.split(":")[0][:60]).inc()
     log.warning("dead letter from %s: %s (%s)", letter.service, letter.reason, letter.source)
-    produce_event(producer, topic, key, letter)
+
+
+def dead_letter(msg: Message, service: str, topic: str, reason: str, source: str = "") -> tuple[str, str, DeadLetter]:
+    """The dead letter of ``msg`` as an output event for ``topic``, keyed like ``msg``, counted and logged."""
+    letter = dead_letter_for(msg, service, reason, source=source)
+    count_dead_letter(letter)
+    return topic, (msg.key() or b"").decode(errors="replace"), letter
 
 
 def broadcast(producer: Producer, topic: str, key: str, event: Event, partitions: Iterable[int]) -> None:

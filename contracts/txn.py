@@ -1,22 +1,13 @@
-"""Exactly-once consume-transform-produce: the transactional producer and the loop of the singleton services.
+"""Exactly-once publication: the transactional producer every transactional service commits through.
 
-:class:`Transactions` owns a transactional producer and its error policy; every transactional service (commit
-broker, pair scheduler, correlators) commits through it. :class:`TransactionalLoop` is the loop the commit
-broker and the pair scheduler share: a subclass says what a batch of input messages (and a periodic tick)
-produces, events for output topics and records for its compacted state topic, and the loop publishes them
-together with the consumed offsets in one Kafka transaction, restores the state from the state topic at
-start-up, and after an aborted transaction rebuilds memory from Kafka, so the in-memory state never runs
-ahead of what Kafka holds.
+:class:`Transactions` owns a transactional producer and its error policy; the checkpoints of
+:mod:`contracts.checkpoint` (the correlators' per-member transactions, the singletons' group transactions of
+:class:`contracts.loop.TransactionalLoop`) commit through it. :func:`read_compacted` restores a singleton's state
+topic.
 
-Commit order of one step (all inside ``begin_transaction`` … ``commit_transaction``):
+Commit order of one transaction (all inside ``begin_transaction`` … ``commit_transaction``):
   1. produce the output events;  2. produce the state records;  3. ``send_offsets_to_transaction``.
 Readers use ``isolation.level=read_committed`` and never see a step that did not commit.
-
-A batch that produces nothing (a duplicate, a bucket notification for an object no rule covers) changes no
-state, so its offsets need no transaction of their own: they ride with the next transaction, or with the
-next tick (every ``tick_interval``). A crash before then replays those messages, which again produce nothing.
-On this stack a transaction costs Kafka ~6 ms of CPU against ~0.2 ms for a plain produce, and a pipeline
-run sends the broker hundreds of such messages.
 
 **Broker restarts.** Every call that waits on the cluster has a timeout; while the cluster is unreachable the
 same call is repeated with a growing pause (:mod:`contracts.outage`) until ``faults.kafka_outage_s``, after
@@ -31,44 +22,33 @@ import functools
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     Producer,
     TopicPartition,
 )
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
-from contracts.errors import TransientError, XcorrflowError
-from contracts.events import Event
+from contracts.errors import XcorrflowError
 from contracts.kafka import (
     REAL_CLIENTS,
     KafkaClients,
     client_config,
-    consumer_config,
     partitions_of,
-    produce_event,
     producer_config,
     unreachable,
     watch_kafka,
-    with_kafka,
 )
-from contracts.metrics import EVENTS_OUT, LATENCY_BUCKETS
-from contracts.outage import KAFKA, S3
+from contracts.outage import KAFKA
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TXN_SECONDS = Histogram(
-    "xcorrflow_transaction_seconds", "one consume-transform-produce transaction", ["service"], buckets=LATENCY_BUCKETS
-)
 TXN_ABORTED = Counter("xcorrflow_transactions_aborted", "transactions aborted and retried", ["service", "reason"])
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 API_TIMEOUT_S = 10.0  # librdkafka's timeout of one transactional call; a call that times out is repeated
@@ -81,22 +61,6 @@ class _Stuck(Exception):
 
 class ProducerFenced(XcorrflowError):
     """A newer instance with the same ``transactional.id`` took over; this one must stop."""
-
-
-@dataclass
-class Output:
-    """What one step decided: events per topic (with their Kafka key) and state records."""
-
-    events: list[tuple[str, str, Event]] = field(default_factory=list)
-    state: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.state)
-
-    def extend(self, other: Output) -> None:
-        """Append another step's output."""
-        self.events += other.events
-        self.state += other.state
 
 
 class Transactions:
@@ -284,232 +248,6 @@ def _bounded(what: str, call: Callable[[], object], timeout_s: float) -> None:
         raise _Stuck(f"{what} (waited {timeout_s:.0f} s)")
     if failure:
         raise failure[0]
-
-
-def first_offsets(batch: Iterable[Message]) -> list[TopicPartition]:
-    """The offset of the first message of each partition in a batch: where a rewind goes back to."""
-    first: dict[tuple[str, int], int] = {}
-    for m in batch:
-        tp = (m.topic() or "", m.partition() or 0)
-        first[tp] = min(first.get(tp, m.offset() or 0), m.offset() or 0)
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
-
-
-def next_offsets(batch: Iterable[Message]) -> list[TopicPartition]:
-    """The offsets to commit after a batch: one past the last message of each partition in it."""
-    last: dict[tuple[str, int], int] = {}
-    for m in batch:
-        tp = (m.topic() or "", m.partition() or 0)
-        last[tp] = max(last.get(tp, -1), m.offset() or 0)
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-
-
-def rewind_to_committed(consumer: Consumer) -> None:
-    """Seek every assigned partition to its committed offset (after a transaction whose fate was unknown).
-
-    Partitions without a committed offset go back to their beginning (``auto.offset.reset=earliest``).
-    """
-    assigned = consumer.assignment()
-    if not assigned:
-        return
-    committed = with_kafka("committed offsets", lambda: consumer.committed(assigned, timeout=30))
-    for tp in committed:
-        tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-        with contextlib.suppress(KafkaException):  # revoked meanwhile: its new owner starts from the same place
-            consumer.seek(tp)
-
-
-def rewind(consumer: Consumer, batch: Iterable[Message]) -> None:
-    """Seek every partition of ``batch`` back to its first message, so the batch is consumed again.
-
-    Rewinding to the batch's own first offsets (not to the committed ones) also covers partitions that have no
-    committed offset yet. A partition revoked meanwhile belongs to another member now: its seek is skipped.
-    """
-    for tp in first_offsets(batch):
-        with contextlib.suppress(KafkaException):
-            consumer.seek(tp)
-
-
-class TransactionalLoop(ABC):
-    """One fenced instance consuming ``inputs`` (all partitions) and publishing transactionally."""
-
-    service = "transactional"
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        group: str,
-        inputs: list[str],
-        state_topic: str,
-        start_at_end: Iterable[str] = (),
-        batch_size: int = 500,
-        poll_timeout: float = 0.02,
-        tick_interval: float = 1.0,
-        clients: KafkaClients = REAL_CLIENTS,
-    ) -> None:
-        self.settings = settings
-        self.clients = clients
-        self.group = group
-        self.input_topics = inputs
-        self.state_topic = state_topic
-        self.start_at_end = set(start_at_end)  # topics read from "now" when the group has no offset yet
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
-        self.tick_interval = tick_interval
-        self._stop = threading.Event()
-        self._offsets_pending = False  # consumed messages whose offsets no transaction has committed yet
-        # A fixed transactional.id per group: a new instance fences the previous one and aborts what it left open.
-        self.txn = Transactions(settings, group, service=self.service, clients=clients)
-        self.consumer = clients.consumer(consumer_config(settings, group, transactional=True, service=self.service))
-        self.assignment: list[TopicPartition] = []
-
-    # --- hooks ---------------------------------------------------------------------------------------------
-    @abstractmethod
-    def reset(self, records: list[tuple[str, bytes | None]]) -> None:
-        """Replace the in-memory state by the one the state records describe."""
-
-    @abstractmethod
-    def handle(self, msg: Message) -> Output:
-        """Process one input message (errors are the subclass's to dead-letter).
-
-        A :class:`~storage.errors.StorageUnavailable` raised here aborts the batch: it is consumed again.
-        """
-
-    def tick(self, now: float) -> Output:
-        """Periodic work (deadlines, timers); called every ``tick_interval`` seconds."""
-        return Output()
-
-    def after_commit(self) -> None:  # noqa: B027 - optional hook
-        """Called after each committed transaction (update gauges and latency metrics)."""
-
-    def work(self) -> None:  # noqa: B027 - optional hook
-        """Called once per loop turn, outside any transaction: long work with its own transactions (a subclass
-        that writes objects records its intent first, see :class:`consumers.stacker.Stacker`)."""
-
-    # --- lifecycle -----------------------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Finish the current transaction and return from :meth:`run`."""
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stop.is_set()
-
-    @property
-    def producer(self) -> Producer:
-        """The current transactional producer (renewed after fatal errors)."""
-        return self.txn.producer or self.txn.start()
-
-    def start(self) -> None:
-        """Fence predecessors, restore state and position the consumer at the committed offsets."""
-        producer = self.txn.start()
-        self.assignment = [TopicPartition(t, p) for t in self.input_topics for p in partitions_of(producer, t)]
-        self.recover()
-
-    def recover(self) -> None:
-        """Rebuild memory from the state topic and rewind the inputs to the committed offsets."""
-        records = list(read_compacted(self.settings, self.state_topic, clients=self.clients))
-        self.reset(records)
-        committed = with_kafka("committed offsets", lambda: self.consumer.committed(self.assignment, timeout=30))
-        positions = []
-        for tp in committed:
-            if tp.offset < 0 and tp.topic in self.start_at_end:
-                # Resolve "the end" now: librdkafka would resolve OFFSET_END only when fetching starts, and
-                # records written in between would be skipped.
-                tp.offset = with_kafka("watermarks", functools.partial(self.consumer.get_watermark_offsets, tp, 10))[1]
-            elif tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
-            positions.append(tp)
-        self.consumer.assign(positions)
-        self._offsets_pending = False
-        log.info("%s ready: restored %d state records", self.service, len(records))
-
-    def run(self) -> None:
-        """Loop until :meth:`stop`."""
-        self.start()
-        next_tick = time.monotonic() + self.tick_interval
-        try:
-            while not self._stop.is_set():
-                self.poll_once()
-                if time.monotonic() >= next_tick:
-                    self.transact(lambda: self.tick(time.time()), with_offsets=self._offsets_pending)
-                    next_tick = time.monotonic() + self.tick_interval
-                self.work()
-            if self._offsets_pending:
-                self.transact(Output, with_offsets=True)
-        finally:
-            self.consumer.close()
-            self.txn.flush()
-
-    def poll_once(self) -> bool | None:
-        """Consume one batch and publish what it produced with its offsets (the input half of one turn of
-        :meth:`run`, which also ticks and works).
-
-        Returns:
-            None when there was nothing to consume, else what :meth:`transact` returned.
-        """
-        batch = self.consumer.consume(self.batch_size, self.poll_timeout)
-        watch_kafka(self.consumer)
-        if not batch:
-            return None
-        return self.transact(functools.partial(self._handle_batch, batch), with_offsets=True, defer_empty=True)
-
-    def _handle_batch(self, batch: list[Message]) -> Output:
-        out = Output()
-        for msg in batch:
-            if msg.error():
-                log.debug("%s: consume error %s", self.service, msg.error())
-                continue
-            KAFKA.succeeded()
-            out.extend(self.handle(msg))
-        return out
-
-    def transact(self, step: Callable[[], Output], *, with_offsets: bool, defer_empty: bool = False) -> bool:
-        """Run ``step()`` and publish its output, state and (optionally) offsets atomically.
-
-        With ``defer_empty``, a step that outputs nothing commits nothing: its offsets wait for the next
-        transaction or tick.
-
-        Returns:
-            True when a transaction committed (or none was needed); False when the step was rolled back: the
-            state is rebuilt from Kafka and the inputs rewound to the committed offsets.
-
-        Raises:
-            ProducerFenced: a newer instance took over. DependencyUnavailable: Kafka or S3 stayed away too long.
-        """
-        t0 = time.monotonic()
-        try:
-            out = step()
-        except TransientError as exc:
-            S3.failed(exc)
-            self.recover()
-            S3.pause()
-            return False
-        if not out and (defer_empty or not with_offsets):
-            self._offsets_pending |= with_offsets
-            return True
-        offsets = self._positions if with_offsets else None
-        if not self.txn.commit(lambda producer: self._publish(producer, out), offsets, self.consumer):
-            self.recover()
-            return False
-        if with_offsets:
-            self._offsets_pending = False
-        TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - t0)
-        self.after_commit()
-        return True
-
-    def _positions(self) -> list[TopicPartition]:
-        positions = self.consumer.position(self.consumer.assignment())
-        return [tp for tp in positions if tp.offset >= 0]
-
-    def _publish(self, producer: Producer, out: Output) -> None:
-        for topic, key, event in out.events:
-            produce_event(producer, topic, key, event)
-            EVENTS_OUT.labels(service=self.service, type=event.type).inc()
-        for key, value in out.state:
-            producer.produce(self.state_topic, key=key.encode(), value=value)
 
 
 def read_compacted(

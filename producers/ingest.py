@@ -31,8 +31,8 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from contracts.errors import TransientError
 from contracts.events import DeadLetter, DirectoryExpected, RawFileArrived, utcnow
-from contracts.kafka import flush_through_outage, produce_event, producer_config
-from contracts.metrics import DEAD_LETTERS, EVENTS_OUT
+from contracts.kafka import count_dead_letter, flush_through_outage, produce_event, producer_config
+from contracts.metrics import EVENTS_OUT
 from contracts.settings import Settings, TopicNames
 from dsp.windows import window_start
 from producers.errors import ProducersError
@@ -206,8 +206,7 @@ class Ingestor:
     def _dead_letter(self, source: str, reason: str, report: IngestReport) -> None:
         letter = DeadLetter(reason=reason, service=SERVICE, source=source)
         report.dead_letters.append(letter)
-        DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":")[0][:60]).inc()
-        log.warning("dead letter: %s: %s", source, reason)
+        count_dead_letter(letter)
         produce_event(self.producer, self.topics.dlq, source[:200], letter)
 
     def _stored(self, key: str, data: bytes) -> bool:

@@ -24,25 +24,23 @@ import threading
 import time
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Message
 from prometheus_client import Counter, Histogram
 
+from contracts.checkpoint import Output, StoredOffsets
 from contracts.errors import TransientError
 from contracts.events import EventDecodeError, FileCommitted, ProducerFinished, ProducerStarted, RawFileArrived, decode
 from contracts.kafka import (
+    REAL_CLIENTS,
+    KafkaClients,
     broadcast,
     consumer_config,
-    dead_letter_for,
-    flush_through_outage,
+    dead_letter,
     log_ready_on_first_assignment,
     partitions_of,
-    produce_event,
     producer_config,
-    send_dead_letter,
-    watch_kafka,
 )
-from contracts.metrics import EVENTS_IN, EVENTS_OUT, LATENCY_BUCKETS, S3_ERRORS
-from contracts.outage import KAFKA, S3
+from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS, S3_ERRORS
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
@@ -66,16 +64,24 @@ ARRIVAL_TO_COMMIT = Histogram(
 class PreprocessWorker:
     """One member of the ``preprocess`` consumer group."""
 
-    def __init__(self, settings: Settings, topics: TopicNames, store: ObjectStore, *, group: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: TopicNames,
+        store: ObjectStore,
+        *,
+        group: str,
+        clients: KafkaClients = REAL_CLIENTS,
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.store = store
         self.layout = Layout(settings.key_prefix)
         self.producer_id = f"preprocess-{socket.gethostname()}-{os.getpid()}"
-        self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
-        self.consumer = Consumer(consumer_config(settings, group, service=SERVICE))
+        self.producer = clients.producer(producer_config(settings))
+        self.consumer = clients.consumer(consumer_config(settings, group, service=SERVICE))
+        self.checkpoint = StoredOffsets(self.consumer, self.producer, service=SERVICE)
         self._stop = threading.Event()
-        self._undelivered: list[KafkaError] = []  # delivery failures since the last check
 
     def stop(self) -> None:
         """Finish the current file and return from :meth:`run`."""
@@ -91,16 +97,7 @@ class PreprocessWorker:
         self.consumer.subscribe([self.topics.raw], on_assign=on_assign)
         try:
             while not self._stop.is_set():
-                msg = self.consumer.poll(0.1)
-                watch_kafka(self.consumer)
-                if msg is None:
-                    continue
-                if msg.error():
-                    log.debug("consume error: %s", msg.error())
-                    continue
-                KAFKA.succeeded()
-                if self._process_durably(msg):
-                    self._store_offset(msg)
+                self.poll_once()
         finally:
             broadcast(
                 self.producer,
@@ -110,64 +107,22 @@ class PreprocessWorker:
                 partitions,
             )
             self.producer.flush(30)
-            self.consumer.close()  # commits the stored offsets
+            self.checkpoint.close()  # commits the stored offsets
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._undelivered.append(err)
+    def poll_once(self, timeout: float = 0.1) -> bool | None:
+        """Preprocess one raw file and store its offset once its announcement is acknowledged (one turn of
+        :meth:`run`): a file at a time, so a failure rewinds only that file.
 
-    def _store_offset(self, msg: Message) -> None:
-        """Store the offset for the next auto-commit; a partition revoked meanwhile is someone else's now."""
-        try:
-            self.consumer.store_offsets(message=msg)
-        except KafkaException as exc:
-            log.info("offset of %s[%s]@%s not stored (%s); it will be redelivered", msg.topic(), msg.partition(),
-                     msg.offset(), exc.args[0].str())  # fmt: skip
-
-    def _process_durably(self, msg: Message) -> bool:
-        """Process one message; True when its offset may be stored, False to retry it after a pause.
+        Returns:
+            None when there was nothing to consume, True when the file is done, False when it will come again.
 
         Raises:
             DependencyUnavailable: Kafka or S3 stayed away longer than the settings allow.
         """
-        try:
-            self.process(msg)
-            self._deliver()
-            return True
-        except TransientError as exc:
-            S3_ERRORS.labels(service=SERVICE, op="transient").inc()
-            log.warning("store unavailable on %s@%s, retrying: %s", msg.topic(), msg.offset(), exc)
-            self._seek_back(msg)
-            S3.pause()
-            return False
-        except KafkaException as exc:
-            log.warning("announcement of %s@%s not delivered (%s); redoing it", msg.topic(), msg.offset(), exc)
-            self._seek_back(msg)
-            KAFKA.pause()
-            return False
+        return self.checkpoint.step(self.checkpoint.consume(1, timeout), self.handle)
 
-    def _deliver(self) -> None:
-        """Wait until everything produced is acknowledged, through a broker outage.
-
-        Raises:
-            KafkaException: a message failed for good (the file is redone: the product is reused).
-            DependencyUnavailable: the broker stayed away longer than ``faults.kafka_outage_s``.
-        """
-        flush_through_outage(self.producer, "FileCommitted")
-        failed, self._undelivered = self._undelivered, []
-        if failed:
-            KAFKA.failed(failed[0].str())
-            raise KafkaException(failed[0])
-        KAFKA.succeeded()
-
-    def _seek_back(self, msg: Message) -> None:
-        try:
-            self.consumer.seek(TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
-        except KafkaException as exc:  # revoked meanwhile: the new owner starts from the committed offset
-            log.info("seek back of %s[%s] failed (%s)", msg.topic(), msg.partition(), exc.args[0].str())
-
-    def process(self, msg: Message) -> None:
-        """Preprocess the station-window a RawFileArrived names (or dead-letter the message).
+    def handle(self, msg: Message) -> Output:
+        """Preprocess the station-window a RawFileArrived names: its FileCommitted, or a dead letter.
 
         Raises:
             TransientError: the store is unavailable (the message is retried, never dead-lettered).
@@ -178,13 +133,13 @@ class PreprocessWorker:
                 raise ValueError(f"the preprocess worker does not accept {event.type} on the raw topic")
             EVENTS_IN.labels(service=SERVICE, type=event.type).inc()
             self._check(event)
-            self._preprocess(event)
+            return self._preprocess(event)
         except TransientError:
+            S3_ERRORS.labels(service=SERVICE, op="transient").inc()
             raise
         except (EventDecodeError, DspError, StorageError, ValueError) as exc:
             source = _source_of(msg) or str(getattr(exc, "source", ""))
-            letter = dead_letter_for(msg, SERVICE, f"{type(exc).__name__}: {exc}", source=source)
-            send_dead_letter(self.producer, self.topics.dlq, letter, key=msg.key())
+            return Output(events=[dead_letter(msg, SERVICE, self.topics.dlq, f"{type(exc).__name__}: {exc}", source)])
 
     def _check(self, event: RawFileArrived) -> None:
         """Refuse an event whose raw key is not this namespace's object of its own window and station.
@@ -196,7 +151,7 @@ class PreprocessWorker:
         if event.key != expected:
             raise InvalidKey(event.key, f"a RawFileArrived of {event.station} in {event.window} names {expected}")
 
-    def _preprocess(self, event: RawFileArrived) -> None:
+    def _preprocess(self, event: RawFileArrived) -> Output:
         t0 = time.monotonic()
         key = self.layout.product(event.window, event.station)
         try:
@@ -212,11 +167,10 @@ class PreprocessWorker:
             etag=info.etag,
             arrived_at=event.arrived_at,
         )
-        produce_event(self.producer, self.topics.files, directory, committed)
-        EVENTS_OUT.labels(service=SERVICE, type=committed.type).inc()
         PREPROCESS_SECONDS.observe(time.monotonic() - t0)
         if event.arrived_at:
             ARRIVAL_TO_COMMIT.observe(max(0.0, time.time() - datetime.fromisoformat(event.arrived_at).timestamp()))
+        return Output(events=[(self.topics.files, directory, committed)])
 
     def _compute(self, event: RawFileArrived, key: str) -> ObjectInfo:
         """Preprocess the raw object into the product at ``key``.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Message
 
+from contracts.checkpoint import Output
+from contracts.loop import TransactionalLoop
 from contracts.settings import Settings
 from contracts.testing import Crash, MemoryBroker
-from contracts.txn import Output, TransactionalLoop
 
 
 class Tally(TransactionalLoop):
