@@ -48,10 +48,11 @@ from contracts.settings import Settings, TopicNames
 from contracts.txn import Transactions
 from dsp.correlate import correlate_row
 from dsp.errors import DspError
-from dsp.product import StationProduct, decode_product
+from dsp.product import StationProduct
 from dsp.seed import pair_key
 from results.layout import CHUNK_PAIRS, pair_index
 from results.manifest import FAILED, TaskManifest
+from results.products import ProductStore
 from results.windows import WindowStore, task_block
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
@@ -109,26 +110,27 @@ def check_task(task: PairTask, namespace: str) -> None:
 
 
 class ProductCache:
-    """Decoded products by object key, least recently used evicted first."""
+    """Decoded products by (window, station), least recently used evicted first."""
 
-    def __init__(self, store: ObjectStore, capacity: int) -> None:
-        self.store = store
+    def __init__(self, products: ProductStore, capacity: int) -> None:
+        self.products = products
         self.capacity = capacity
-        self._items: OrderedDict[str, StationProduct] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], StationProduct] = OrderedDict()
 
-    def get(self, key: str) -> StationProduct:
-        """The product at ``key``, fetched and decoded once.
+    def get(self, window: str, station: str) -> StationProduct:
+        """A station's product in a window, fetched and decoded once.
 
         Raises:
             ObjectNotFound, StorageUnavailable: the store could not deliver it.
             CorruptProduct: the bytes are not a product.
         """
+        key = (window, station)
         if key in self._items:
             self._items.move_to_end(key)
             CACHE.labels(result="hit").inc()
             return self._items[key]
         CACHE.labels(result="miss").inc()
-        product = decode_product(self.store.get(key), key)
+        product = self.products.get(window, station)
         self._items[key] = product
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
@@ -154,14 +156,14 @@ class Correlator:
     ) -> None:
         self.settings = settings
         self.topics = topics
-        self.store = store
         self.windows = windows
         self.ns = settings.key_prefix
         self.layout = Layout(self.ns)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.threads = threads
-        self.cache = ProductCache(store, cache_size)
+        self.products = ProductStore(store, self.ns)
+        self.cache = ProductCache(self.products, cache_size)
         # A short transaction timeout bounds how long a killed worker's open transaction blocks its partitions.
         self.txn = Transactions(
             settings, f"{group}.{self.worker_id}", timeout_ms=10000, service=SERVICE, clients=clients
@@ -249,10 +251,10 @@ class Correlator:
         t0 = time.monotonic()
         key = self.layout.manifest(task.window, task.row, task.slot)
         try:  # a redelivered task: its CCFs and manifest are durable already
-            manifest = TaskManifest.decode(self.store.get(key))
+            manifest = self.products.manifest(task.window, task.row, task.slot)
         except ObjectNotFound:
             manifest = self._compute(task)
-            self.store.put_if_absent(key, manifest.encode(), content_type="application/json")
+            self.products.put_manifest(manifest)
         TASK_SECONDS.observe(time.monotonic() - t0)
         if task.ready_at:
             PAIR_LATENCY.observe(max(0.0, time.time() - datetime.fromisoformat(task.ready_at).timestamp()))
@@ -303,14 +305,14 @@ class Correlator:
             worker=self.worker_id,
         )
         try:
-            row = self.cache.get(task.keys[task.row])
+            row = self.cache.get(task.window, task.row)  # its key in the task was checked by check_task
         except (ObjectNotFound, DspError) as exc:
             reason = f"row {task.row}: {type(exc).__name__}: {exc}"
             return replace(manifest, failed=dict.fromkeys(task.columns, reason))
         columns, failed = [], {}
         for name in task.columns:
             try:
-                columns.append(self.cache.get(task.keys[name]))
+                columns.append(self.cache.get(task.window, name))
             except (ObjectNotFound, DspError) as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         params = self.settings.processing

@@ -27,10 +27,10 @@ from contracts.kafka import dead_letter
 from contracts.loop import TransactionalLoop
 from contracts.metrics import EVENTS_IN
 from contracts.settings import Settings, TopicNames
+from results.products import ProductStore
 from results.windows import WindowStore
 from storage import ObjectStore
 from storage.errors import InvalidKey
-from storage.keys import validate_key
 
 log = logging.getLogger(__name__)
 SERVICE = "scheduler"
@@ -63,7 +63,7 @@ class PairScheduler(TransactionalLoop):
         self.topics = topics
         self.mode: Mode = mode
         self.windows_expected = windows_expected
-        self.store = store
+        self.products = ProductStore(store, settings.key_prefix) if store is not None else None
         self.windows = windows  # where the tasks' CCFs go: grown before the tasks that fill it are published
         self.core = PairingCore(mode, namespace=settings.key_prefix, windows_expected=windows_expected)
 
@@ -102,10 +102,10 @@ class PairScheduler(TransactionalLoop):
         return Output(events=events, state=decision.state)
 
     def _exists(self, key: str) -> bool:
-        if self.store is None:
+        if self.products is None:
             return True
         try:
-            return self.store.exists(validate_key(key))
+            return self.products.listed(key)
         except InvalidKey:
             return False
 

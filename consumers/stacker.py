@@ -51,8 +51,9 @@ from contracts.loop import TransactionalLoop
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
-from dsp.product import Coordinates, decode_product
-from results.manifest import FAILED, TaskManifest
+from dsp.product import Coordinates
+from results.manifest import FAILED
+from results.products import ProductStore
 from results.stacks import StackChunk, StackStore, apply, fingerprint
 from results.windows import SlotIndex, WindowStore, gather
 from storage import ObjectStore
@@ -91,9 +92,10 @@ class Stacker(TransactionalLoop):
             inputs=[topics.results, topics.commits],
             state_topic=topics.stacker_state,
         )
-        self.topics, self.store, self.windows, self.stacks = topics, store, windows, stacks
+        self.topics, self.windows, self.stacks = topics, windows, stacks
         self.ns = settings.key_prefix
-        self.layout = Layout(self.ns)
+        self.layout = Layout(self.ns)  # the keys of the events it checks
+        self.products = ProductStore(store, self.ns)
         row_bytes = windows.n_lags * (12 if stacks.phase else 4)
         per_group = max(1, memory_mb * 2**20 // (2 * row_bytes * stacks.chunk_pairs))  # stacks + the CCFs added
         self.group_pairs = per_group * stacks.chunk_pairs
@@ -124,11 +126,8 @@ class Stacker(TransactionalLoop):
         self._changed = True
 
     def _reload_tasks(self, plan: WindowPlan) -> None:
-        for info in self.store.list(self.layout.manifests(plan.window)):
-            try:
-                plan.add_task(TaskManifest.decode(self.store.get(info.key)))
-            except (ObjectNotFound, ValueError) as exc:
-                log.warning("stacker: manifest %s unreadable at start (%s)", info.key, exc)
+        for manifest in self.products.manifests(plan.window):
+            plan.add_task(manifest)
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, msg: Message) -> Output:
@@ -157,7 +156,7 @@ class Stacker(TransactionalLoop):
         key = self.layout.manifest(event.window, event.row, event.slot)
         if event.manifest != key:
             raise ValueError(f"a RowCorrelated of {event.row} in {event.window} names {event.manifest!r}, not {key!r}")
-        manifest = TaskManifest.decode(self.store.get(key))
+        manifest = self.products.manifest(event.window, event.row, event.slot)
         if (manifest.window, manifest.row, manifest.slot) != (event.window, event.row, event.slot):
             raise ValueError(f"manifest {key} is not the task the event names")
         out = Output()
@@ -181,7 +180,7 @@ class Stacker(TransactionalLoop):
         window = self.layout.parse_product_dir(event.directory)
         # as the scheduler does, a listed file counts only once its product is in the store: a forged commit
         # listing objects that do not exist must not make the window wait for pairs that will never come
-        stations = sorted(self.layout.parse_product(key).station for key in event.files if self.store.exists(key))
+        stations = sorted(self.layout.parse_product(key).station for key in event.files if self.products.listed(key))
         plan = self.plans.setdefault(window, WindowPlan(window))
         plan.set_expected(stations)
         return Output(state=[(f"w:{window}", plan.record())])
@@ -223,8 +222,7 @@ class Stacker(TransactionalLoop):
             coords[station] = None
             for plan in self.plans.values():
                 try:
-                    key = self.layout.product(plan.window, station)
-                    coords[station] = decode_product(self.store.get(key), key).coordinates
+                    coords[station] = self.products.get(plan.window, station).coordinates
                     break
                 except (ObjectNotFound, InvalidKey, DspError):
                     continue

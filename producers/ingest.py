@@ -38,6 +38,7 @@ from dsp.windows import window_start
 from producers.errors import ProducersError
 from producers.inventory import Inventory, RawItem, is_metadata, load_stream, scan_folder, scan_metadata, scan_walk
 from producers.walk import Note, Walk, read_input, shown, walk_folder
+from results.products import ProductStore
 from storage import ObjectStore
 from storage.layout import Layout
 
@@ -111,8 +112,8 @@ class Ingestor:
     def __init__(self, settings: Settings, topics: TopicNames, store: ObjectStore) -> None:
         self.settings = settings
         self.topics = topics
-        self.store = store
         self.layout = Layout(settings.key_prefix)
+        self.products = ProductStore(store, settings.key_prefix)
         self.producer = Producer(producer_config(settings, on_delivery=self._on_delivery))
         self._undelivered: list[KafkaError] = []
 
@@ -180,8 +181,8 @@ class Ingestor:
         key = self.layout.raw(obj.window, obj.seed_id)
         try:
             data = raw_bytes(obj, self.settings.processing.window_s)
-            if not self._stored(key, data):
-                self.store.put_if_absent(key, data, content_type="application/vnd.fdsn.mseed")
+            if not self._stored(obj.window, obj.seed_id, data):
+                self.products.put_raw(obj.window, obj.seed_id, data)
         except TransientError:
             raise
         except Exception as exc:  # one station-window never sinks the ingest; the reason goes to the DLQ
@@ -209,12 +210,12 @@ class Ingestor:
         count_dead_letter(letter)
         produce_event(self.producer, self.topics.dlq, source[:200], letter)
 
-    def _stored(self, key: str, data: bytes) -> bool:
-        """True when ``key`` already holds an object of this size (uploaded by an earlier attempt of the run)."""
+    def _stored(self, window: str, station: str, data: bytes) -> bool:
+        """True when the store holds this station-window's raw data at this size (an earlier attempt's upload)."""
         from storage.errors import ObjectNotFound
 
         try:
-            return self.store.stat(key).size == len(data)
+            return self.products.raw_info(window, station).size == len(data)
         except ObjectNotFound:
             return False
 

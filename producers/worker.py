@@ -44,7 +44,8 @@ from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS, S3_ERRORS
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.preprocess import preprocess_bytes
-from dsp.product import Coordinates, encode_product
+from dsp.product import Coordinates
+from results.products import ProductStore
 from storage import ObjectInfo, ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.layout import Layout
@@ -75,8 +76,8 @@ class PreprocessWorker:
     ) -> None:
         self.settings = settings
         self.topics = topics
-        self.store = store
-        self.layout = Layout(settings.key_prefix)
+        self.layout = Layout(settings.key_prefix)  # the keys of the events it checks and sends
+        self.products = ProductStore(store, settings.key_prefix)
         self.producer_id = f"preprocess-{socket.gethostname()}-{os.getpid()}"
         self.producer = clients.producer(producer_config(settings))
         self.consumer = clients.consumer(consumer_config(settings, group, service=SERVICE))
@@ -155,9 +156,11 @@ class PreprocessWorker:
         t0 = time.monotonic()
         key = self.layout.product(event.window, event.station)
         try:
-            info = self.store.stat(key)  # done before (a redelivery, a resumed run): announce it again
+            info = self.products.info(
+                event.window, event.station
+            )  # done before (a redelivery, a resumed run): announce it again
         except ObjectNotFound:
-            info = self._compute(event, key)
+            info = self._compute(event)
         directory = self.layout.product_dir(event.window)
         committed = FileCommitted(
             directory=directory,
@@ -172,21 +175,21 @@ class PreprocessWorker:
             ARRIVAL_TO_COMMIT.observe(max(0.0, time.time() - datetime.fromisoformat(event.arrived_at).timestamp()))
         return Output(events=[(self.topics.files, directory, committed)])
 
-    def _compute(self, event: RawFileArrived, key: str) -> ObjectInfo:
-        """Preprocess the raw object into the product at ``key``.
+    def _compute(self, event: RawFileArrived) -> ObjectInfo:
+        """Preprocess the event's raw station-window into its product.
 
         Raises:
             DspError: the data cannot be processed. ObjectConflict: another product is already there.
             ValueError: the file holds another channel than the event names.
         """
-        raw = self.store.get(event.key)
+        raw = self.products.get_raw(event.window, event.station)  # the event's key, checked by _check
         coords = Coordinates.from_dict(event.coordinates) if event.coordinates else None
         product = preprocess_bytes(
             [raw], event.window, self.settings.processing, sources=[event.key], coordinates=coords
         )
         if product.seed_id != event.station:
             raise ValueError(f"{event.key} holds {product.seed_id}, not {event.station}")
-        outcome = self.store.put_if_absent(key, encode_product(product), content_type="application/octet-stream")
+        outcome = self.products.put(product)
         FILES_PREPROCESSED.inc()
         return outcome.info
 

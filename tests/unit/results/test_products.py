@@ -1,0 +1,75 @@
+"""The station-data domain store: objects by (window, station), keys only from the layout."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dsp.product import StationProduct
+from results.manifest import TaskManifest
+from results.products import ProductStore
+from storage.errors import InvalidKey, ObjectConflict, ObjectNotFound
+from storage.layout import Layout
+from storage.memory import MemoryStore
+
+WINDOW = "20240101T000000Z"
+
+
+def manifest(row: str, slot: int) -> TaskManifest:
+    return TaskManifest(window=WINDOW, row=row, slot=slot, columns=["XX.A..HHZ"], pair_index=[0], n_common=[3])
+
+
+def test_a_product_is_stored_under_its_layout_key_and_read_back_whole(products: list[StationProduct]) -> None:
+    store = MemoryStore()
+    domain = ProductStore(store, "ns/")
+    product = products[0]
+    domain.put(product)
+    key = Layout("ns/").product(product.window, product.seed_id)
+    assert store.exists(key), "the layout, not the caller, names the object"
+    back = domain.get(product.window, product.seed_id)
+    assert back.seed_id == product.seed_id and np.array_equal(back.spectra, product.spectra)
+    assert domain.info(product.window, product.seed_id).size == len(store.get(key))
+    with pytest.raises(ObjectNotFound):
+        domain.get(product.window, "XX.NONE..HHZ")
+
+
+def test_a_second_different_product_never_replaces_the_first(products: list[StationProduct]) -> None:
+    domain = ProductStore(MemoryStore(), "")
+    product = products[0]
+    first = domain.put(product)
+    assert domain.put(product).info.etag == first.info.etag, "the same bytes again: the same object"
+    other = dataclasses.replace(product, spectra=product.spectra * 2)
+    with pytest.raises(ObjectConflict):
+        domain.put(other)
+
+
+def test_raw_station_windows_are_conditional_puts() -> None:
+    domain = ProductStore(MemoryStore(), "")
+    domain.put_raw(WINDOW, "XX.A..HHZ", b"mseed")
+    assert domain.get_raw(WINDOW, "XX.A..HHZ") == b"mseed"
+    assert domain.raw_info(WINDOW, "XX.A..HHZ").size == 5
+    with pytest.raises(ObjectConflict):
+        domain.put_raw(WINDOW, "XX.A..HHZ", b"other")
+
+
+def test_manifests_of_a_window_skip_an_unreadable_one() -> None:
+    store = MemoryStore()
+    domain = ProductStore(store, "")
+    domain.put_manifest(manifest("XX.B..HHZ", 0))
+    domain.put_manifest(manifest("XX.C..HHZ", 16))
+    store.put(Layout("").manifest(WINDOW, "XX.D..HHZ", 32), b"{not json")
+    assert sorted(m.row for m in domain.manifests(WINDOW)) == ["XX.B..HHZ", "XX.C..HHZ"]
+    assert domain.manifest(WINDOW, "XX.C..HHZ", 16).slot == 16
+    with pytest.raises(ObjectNotFound):
+        domain.manifest(WINDOW, "XX.C..HHZ", 48)
+
+
+def test_a_listed_key_is_checked_before_the_store_is_asked() -> None:
+    store = MemoryStore()
+    domain = ProductStore(store, "")
+    store.put("prep/x.npz", b"1")
+    assert domain.listed("prep/x.npz") and not domain.listed("prep/y.npz")
+    with pytest.raises(InvalidKey):
+        domain.listed("prep/../../etc/passwd")
