@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.pipeline import RESULTS, run_once, synth
 from contracts.settings import Settings
-from xcorrflow.fleet import process_cpu_s
+from xcorrflow.orchestration.fleet import process_cpu_s
 from xcorrflow.stack.process import is_alive, read_pid_file
 from xcorrflow.stack.service import StackPaths
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.settings import Settings
-from xcorrflow.fleet import process_cpu_s
+from xcorrflow.orchestration.fleet import process_cpu_s
 from xcorrflow.stack import process
 from xcorrflow.stack.manager import NativeStack
 from xcorrflow.stack.service import Service

@@ -43,7 +43,7 @@ import numpy as np
 from contracts.settings import Settings
 from storage import S3Store
 from storage._s3_wire import build_client
-from xcorrflow.fleet import process_cpu_s
+from xcorrflow.orchestration.fleet import process_cpu_s
 from xcorrflow.stack.process import read_pid_file
 from xcorrflow.stack.service import StackPaths
 

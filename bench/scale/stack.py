@@ -98,7 +98,7 @@ class Stack:
             return []
         from contracts.settings import Settings
         from storage import open_store
-        from xcorrflow.runs import delete_run, list_runs
+        from xcorrflow.orchestration.runs import delete_run, list_runs
 
         settings = Settings()
         runs = list_runs(settings)

@@ -34,9 +34,9 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesise, run, verify, summarise."""
-    from xcorrflow.pipeline import RunOptions, run_pipeline
-    from xcorrflow.progress import Progress
-    from xcorrflow.report import write_report
+    from xcorrflow.orchestration.pipeline import RunOptions, run_pipeline
+    from xcorrflow.orchestration.progress import Progress
+    from xcorrflow.orchestration.report import write_report
     from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
     settings = load_settings()

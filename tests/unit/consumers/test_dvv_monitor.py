@@ -28,8 +28,8 @@ from results.windows import SlotIndex, WindowStore
 from results.zarrio import open_root
 from storage.memory import MemoryStore
 from tests.unit.dsp.test_dvv_methods import ccf_of, wavelets
-from xcorrflow.dvvout import DvvUnavailable, check_reference, measure_inprocess, write_csvs
 from xcorrflow.dvvplot import plot_dvv
+from xcorrflow.orchestration.dvvout import DvvUnavailable, check_reference, measure_inprocess, write_csvs
 
 PROCESSING = ProcessingParams(cc_len_s=600, step_s=300, maxlag_s=100)  # 20 Hz, +-100 s: the tests' lag axis
 STATIONS = ["XX.A..HHZ", "XX.B..HHZ", "XX.C..HHZ", "XX.D..HHZ"]

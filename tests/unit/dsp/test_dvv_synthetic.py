@@ -24,7 +24,7 @@ from contracts.settings import Settings
 from dsp.dvv import DvvParams, DvvRun, NetworkPoint, ReferenceSpec, detect_change, measure_run
 from results.zarrio import open_root
 from xcorrflow.diffuse import DvvChange
-from xcorrflow.inprocess import run_inprocess
+from xcorrflow.orchestration.inprocess import run_inprocess
 from xcorrflow.synth import SynthConfig, synthesise
 
 HEAVY_ENV = "XCORRFLOW_HEAVY_TESTS"

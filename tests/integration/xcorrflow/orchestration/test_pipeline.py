@@ -20,8 +20,8 @@ from producers.inventory import scan_folder
 from storage import open_store
 from tests.integration.kafkatools import WorkerProcess, read_events
 from xcorrflow.cli import main
-from xcorrflow.fleet import wait_for
-from xcorrflow.runs import delete_run
+from xcorrflow.orchestration.fleet import wait_for
+from xcorrflow.orchestration.runs import delete_run
 from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
 REFERENCE = {
