@@ -31,7 +31,7 @@ from bench.chaos_scenarios import SCENARIOS, Ctx, Scenario
 from bench.checks import Expectation
 from bench.hostile import HostileInput, build_hostile, check_hostile
 from dsp.windows import window_id
-from xcorrflow.stack.errors import StackError
+from xcorrflow.localstack.errors import StackError
 from xcorrflow.synth import SynthConfig, synthesise
 
 BENCH = Path(__file__).parent

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cpu_budget import service_pids
-from xcorrflow.stack.service import StackPaths
+from xcorrflow.localstack.service import StackPaths
 
 HOME = Path(__file__).resolve().parent.parent / ".data" / "stack"
 # Variables that point clients at some other stack: the private one is addressed by its ports only.

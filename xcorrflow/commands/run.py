@@ -132,7 +132,7 @@ def _inprocess_dvv(out: Path, settings: Settings, report: Report) -> None:
 
 def _require_stack(settings: Settings, mode: str) -> None:
     """Fail early, with the fix, when the stack is not running."""
-    from xcorrflow.stack.health import check_all
+    from xcorrflow.localstack.health import check_all
 
     down = [name for name, item in check_all(settings).items() if not item["ok"] and name != "prometheus"]
     if down:

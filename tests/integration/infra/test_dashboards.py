@@ -40,8 +40,8 @@ from tests.integration.observe import (
     storm,
 )
 from xcorrflow.cli import main
-from xcorrflow.stack.promconfig import RULES
-from xcorrflow.stack.service import INFRA
+from xcorrflow.localstack.promconfig import RULES
+from xcorrflow.localstack.service import INFRA
 from xcorrflow.synth import SynthConfig, synthesise
 
 DASHBOARD = INFRA / "grafana" / "dashboards" / "xcorrflow.json"
