@@ -15,6 +15,7 @@ import pytest
 
 from contracts.events import DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
+from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
 from producers.ingest import Ingestor
 from producers.inventory import scan_folder
 from storage import open_store
@@ -22,7 +23,6 @@ from tests.integration.kafkatools import WorkerProcess, read_events
 from xcorrflow.cli import main
 from xcorrflow.orchestration.fleet import wait_for
 from xcorrflow.orchestration.runs import delete_run
-from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
 REFERENCE = {
     "XCORRFLOW_PROCESSING__CC_LEN_S": "600",
