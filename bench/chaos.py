@@ -30,9 +30,9 @@ from bench.chaos_run import Fault, Live, Outcome, RunSpec, evaluate
 from bench.chaos_scenarios import SCENARIOS, Ctx, Scenario
 from bench.checks import Expectation
 from bench.hostile import HostileInput, build_hostile, check_hostile
+from dsp.synthetic.stations import SynthConfig, synthesise
 from dsp.windows import window_id
-from xcorrflow.stack.errors import StackError
-from xcorrflow.synth import SynthConfig, synthesise
+from xcorrflow.localstack.errors import StackError
 
 BENCH = Path(__file__).parent
 WORK = BENCH / ".chaos"

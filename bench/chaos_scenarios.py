@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench import faults, fuzz
 from bench.chaos_run import Fault, Live
-from xcorrflow.stack.process import wait_until
+from xcorrflow.localstack.process import wait_until
 
 KAFKA_OUTAGE_SETTING_S = 30  # faults.kafka_outage_s for the "away too long" scenario (the default is 120)
 FUZZ_PER_TOPIC = 500  # x 6 topics: 3,000 mixed records

@@ -27,7 +27,7 @@ from contracts.events import DirectoryCommitted, DirectoryExpected, FileCommitte
 from contracts.kafka import connection_config, partitions_of, producer_config
 from contracts.settings import Settings
 from contracts.topics import delete_topics, ensure_topics, topic_specs
-from xcorrflow.fleet import WorkerProcess
+from xcorrflow.orchestration.fleet import WorkerProcess
 
 STATIONS = 130
 PACE_S = 0.02  # one product every 20 ms: a fast preprocessing stage

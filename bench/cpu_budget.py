@@ -30,9 +30,9 @@ from typing import Any
 
 from bench.pipeline import RESULTS, run_once, synth
 from contracts.settings import Settings
-from xcorrflow.fleet import process_cpu_s
-from xcorrflow.stack.process import is_alive, read_pid_file
-from xcorrflow.stack.service import StackPaths
+from xcorrflow.localstack.process import is_alive, read_pid_file
+from xcorrflow.localstack.service import StackPaths
+from xcorrflow.orchestration.fleet import process_cpu_s
 
 SERVICES = ("kafka", "s3", "prometheus")
 TICK = os.sysconf("SC_CLK_TCK")

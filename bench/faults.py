@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.settings import Settings
-from xcorrflow.fleet import process_cpu_s
-from xcorrflow.stack import process
-from xcorrflow.stack.manager import NativeStack
-from xcorrflow.stack.service import Service
+from xcorrflow.localstack import process
+from xcorrflow.localstack.manager import NativeStack
+from xcorrflow.localstack.service import Service
+from xcorrflow.orchestration.fleet import process_cpu_s
 
 SHARED_PORTS = frozenset({19000, 19090, 19092, 19093})  # the shared dev stack (README): never touch it
 SERVICES = ("kafka", "s3")  # Prometheus is left out: no fault involves it, and it costs CPU on 2 cores
@@ -201,7 +201,7 @@ def kill_service(stack: PrivateStack, name: str) -> float:
     thaw(stack, name)  # a stopped process dies on SIGKILL too, but keep the state simple
     at = time.time()
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # the service leads its own session (xcorrflow.stack.process.spawn)
+        os.killpg(pid, signal.SIGKILL)  # the service leads its own session (xcorrflow.localstack.process.spawn)
     service = stack.service(name)
     # A multi-threaded process shows as a zombie while its threads still exit, its sockets open: wait for both.
     gone = lambda: _reaped(pid) and not any(process.port_open(h, p) for h, p in service.endpoints())  # noqa: E731

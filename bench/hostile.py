@@ -27,7 +27,7 @@ import numpy as np
 import obspy
 
 from bench.checks import Expectation
-from xcorrflow.synth import SynthConfig, synthesise
+from dsp.synthetic.stations import SynthConfig, synthesise
 
 SYMLINK_WORDS = ("symlink", "link", "outside")  # a dead letter that says why a link was refused
 OUTSIDE_TARGET = Path("/etc/hostname")

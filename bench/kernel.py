@@ -50,7 +50,7 @@ from dsp.correlate import (
 )
 from dsp.preprocess import preprocess_bytes, preprocess_window
 from dsp.product import StationProduct
-from xcorrflow.tuning import tune_allocator
+from xcorrflow.orchestration.tuning import tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "kernel.json"
 REFERENCE = ProcessingParams(cc_len_s=600, step_s=300, maxlag_s=100)

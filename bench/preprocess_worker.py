@@ -51,10 +51,10 @@ from dsp.preprocess import preprocess_bytes
 from dsp.product import encode_product
 from storage import ObjectStore, open_store
 from storage.layout import Layout
-from xcorrflow.fleet import WorkerProcess, process_cpu_s
-from xcorrflow.stack.process import read_pid_file
-from xcorrflow.stack.service import StackPaths
-from xcorrflow.tuning import tune_allocator
+from xcorrflow.localstack.process import read_pid_file
+from xcorrflow.localstack.service import StackPaths
+from xcorrflow.orchestration.fleet import WorkerProcess, process_cpu_s
+from xcorrflow.orchestration.tuning import tune_allocator
 
 RESULTS = Path(__file__).parent / "results" / "preprocess_worker.json"
 WINDOW = "20240101T000000Z"

@@ -43,9 +43,9 @@ import numpy as np
 from contracts.settings import Settings
 from storage import S3Store
 from storage._s3_wire import build_client
-from xcorrflow.fleet import process_cpu_s
-from xcorrflow.stack.process import read_pid_file
-from xcorrflow.stack.service import StackPaths
+from xcorrflow.localstack.process import read_pid_file
+from xcorrflow.localstack.service import StackPaths
+from xcorrflow.orchestration.fleet import process_cpu_s
 
 RESULTS = Path(__file__).parent / "results"
 LAGS = 8001

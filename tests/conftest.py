@@ -12,7 +12,7 @@ import pytest
 from contracts.params import ProcessingParams
 from dsp.preprocess import preprocess_window
 from dsp.product import StationProduct
-from xcorrflow.synth import GapSpec, SynthConfig, synthesise
+from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
 
 # the reference configuration: 600 s sub-windows every 300 s, +-100 s
 REFERENCE = {"cc_len_s": 600.0, "step_s": 300.0, "maxlag_s": 100.0}

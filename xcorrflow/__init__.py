@@ -1,3 +1,3 @@
-"""xcorrflow: the command line and the local-stack orchestration around the role packages."""
+"""xcorrflow: the command line (cli, commands/), run orchestration (orchestration/), the local stack (localstack/)."""
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from contracts.errors import XcorrflowError
 from contracts.settings import use_config_file
 from xcorrflow import __version__, commands
-from xcorrflow.tuning import single_threaded_blas
+from xcorrflow.orchestration.tuning import single_threaded_blas
 
 
 def build_parser() -> argparse.ArgumentParser:

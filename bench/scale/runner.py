@@ -213,7 +213,7 @@ def written(out: Path, run_id: str | None, stack: Stack | None) -> dict[str, Any
         return found
     from contracts.settings import Settings
     from storage import open_store
-    from xcorrflow.runs import delete_run
+    from xcorrflow.orchestration.runs import delete_run
 
     settings = Settings()
     store = open_store(settings)

@@ -30,7 +30,7 @@ from dsp.preprocess import preprocess_bytes
 from dsp.product import StationProduct
 from producers.inventory import scan_folder
 from producers.walk import read_input
-from xcorrflow.tuning import tune_allocator
+from xcorrflow.orchestration.tuning import tune_allocator
 
 
 def measure(input_dir: Path, threads: int = 1) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cpu_budget import service_pids
-from xcorrflow.stack.service import StackPaths
+from xcorrflow.localstack.service import StackPaths
 
 HOME = Path(__file__).resolve().parent.parent / ".data" / "stack"
 # Variables that point clients at some other stack: the private one is addressed by its ports only.
@@ -98,7 +98,7 @@ class Stack:
             return []
         from contracts.settings import Settings
         from storage import open_store
-        from xcorrflow.runs import delete_run, list_runs
+        from xcorrflow.orchestration.runs import delete_run, list_runs
 
         settings = Settings()
         runs = list_runs(settings)

@@ -2,7 +2,7 @@
 
 ``make test-containers`` builds the images (``make images``) and runs this folder. The engine is whatever
 ``DOCKER_HOST`` names; when it is unset, the session starts Debian's podman as a Docker-API service on a socket
-of its own (:class:`xcorrflow.stack.podman.PodmanService`) and stops it at the end. Images come from the
+of its own (:class:`xcorrflow.localstack.podman.PodmanService`) and stops it at the end. Images come from the
 ``test_images`` settings (``XCORRFLOW_TEST_IMAGES__*``): the locally built ones by default, the official ones
 for Docker users.
 
@@ -21,7 +21,7 @@ import pytest
 from contracts.settings import Settings
 from tests.integration.conftest import topics, unique
 from tests.integration.observe import free_port
-from xcorrflow.stack.health import ensure_bucket
+from xcorrflow.localstack.health import ensure_bucket
 
 __all__ = ["topics", "unique"]  # shared with tests/integration: per-test topic and key prefixes
 
@@ -41,7 +41,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("DOCKER_HOST"):
         yield os.environ["DOCKER_HOST"]
         return
-    from xcorrflow.stack.podman import PodmanService
+    from xcorrflow.localstack.podman import PodmanService
 
     home = tmp_path_factory.mktemp("podman")
     service = PodmanService(home / "podman.sock", home / "podman.log").start()

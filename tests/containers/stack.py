@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.settings import ContainerImages, Settings
-from xcorrflow.stack.health import s3_ok
-from xcorrflow.stack.kafka import kafka_metadata_ok
+from xcorrflow.localstack.health import s3_ok
+from xcorrflow.localstack.kafka import kafka_metadata_ok
 
 S3_PORTS = {"versitygw": 7070, "minio": 9000}
 

@@ -10,8 +10,8 @@ import obspy
 import pytest
 
 from contracts.settings import Settings
+from dsp.synthetic.stations import SynthConfig, synthesise
 from xcorrflow.cli import main
-from xcorrflow.synth import SynthConfig, synthesise
 
 MAXLAG = 2000  # samples at 20 Hz for ±100 s
 

@@ -31,11 +31,11 @@ def stack() -> Iterator[Settings]:
     started: dict[str, str] = {}
     native = None
     if "XCORRFLOW_KAFKA_BOOTSTRAP" not in os.environ:
-        from xcorrflow.stack.manager import NativeStack
+        from xcorrflow.localstack.manager import NativeStack
 
         native = NativeStack(settings, say=lambda line: print(line))
         started = native.up()
-    from xcorrflow.stack.health import check_all
+    from xcorrflow.localstack.health import check_all
 
     health = check_all(settings)
     down = [name for name, item in health.items() if not item["ok"]]

@@ -1,6 +1,6 @@
 """Helpers for integration tests: produce events like an outside client, read a topic to a quiet end.
 
-Workers run as real processes through :mod:`xcorrflow.fleet`, the same code ``xcorrflow run`` uses.
+Workers run as real processes through :mod:`xcorrflow.orchestration.fleet`, the same code ``xcorrflow run`` uses.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from contracts.events import Event, decode
 from contracts.kafka import connection_config, partitions_of
 from contracts.settings import Settings
-from xcorrflow.fleet import WorkerProcess, wait_for
+from xcorrflow.orchestration.fleet import WorkerProcess, wait_for
 
 
 def produce(settings: Settings, topic: str, items: Sequence[tuple[str | None, Event | bytes]]) -> None:

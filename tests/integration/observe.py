@@ -1,6 +1,6 @@
 """Helpers for the observability tests: a private Prometheus, its HTTP API, headless Chromium and a scrape storm.
 
-The private Prometheus is the stack's own :class:`~xcorrflow.stack.prometheus.PrometheusService` (same config,
+The private Prometheus is the stack's own :class:`~xcorrflow.localstack.prometheus.PrometheusService` (same config,
 rules and consoles as ``make up``'s) under a temporary home, on a free port, scraping every second; workers
 started with ``XCORRFLOW_HOME=<that home>`` register in its discovery directory and in no other.
 """
@@ -27,8 +27,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.settings import Settings
-from xcorrflow.stack.prometheus import PrometheusService
-from xcorrflow.stack.service import StackPaths
+from xcorrflow.localstack.prometheus import PrometheusService
+from xcorrflow.localstack.service import StackPaths
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -34,10 +34,10 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesise, run, verify, summarise."""
-    from xcorrflow.pipeline import RunOptions, run_pipeline
-    from xcorrflow.progress import Progress
-    from xcorrflow.report import write_report
-    from xcorrflow.synth import GapSpec, SynthConfig, synthesise
+    from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
+    from xcorrflow.orchestration.pipeline import RunOptions, run_pipeline
+    from xcorrflow.orchestration.progress import Progress
+    from xcorrflow.orchestration.report import write_report
 
     settings = load_settings()
     data, out = args.output / "data", args.output / args.mode
@@ -105,6 +105,6 @@ def _summary(report: dict, hits: int, total: int, out: Path) -> str:
 
 def _plot(out: Path) -> Path:
     """Draw the record section of the stacks (one CCF per row, sorted by distance)."""
-    from xcorrflow.plot import record_section
+    from results.plot import record_section
 
     return record_section(out, out / "record_section.png")

@@ -28,10 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def plot(args: argparse.Namespace) -> int:
     """Draw the PNG; returns 0."""
+    from results.dvvplot import plot_dvv
     from results.errors import ResultsError
     from results.zarrio import open_root
     from storage.layout import RESULTS_ROOT
-    from xcorrflow.dvvplot import plot_dvv
 
     path = args.input / RESULTS_ROOT if (args.input / RESULTS_ROOT).is_dir() else args.input
     output = args.output or (args.input if args.input.suffix != ".zarr" else args.input.parent) / "dvv.png"

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the PNG; returns 0, or 1 when the folder holds no usable trace."""
-    from xcorrflow.plot import plot_record_section, read_any
+    from results.plot import plot_record_section, read_any
 
     if not args.input.is_dir():
         raise CommandError(f"plot: {args.input} is not a folder")

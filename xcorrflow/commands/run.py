@@ -14,8 +14,8 @@ from xcorrflow.cliutil import env_flag
 from xcorrflow.errors import ModeUnavailable
 
 if TYPE_CHECKING:  # the science and Kafka stacks load only when a run starts, so `xcorrflow --help` stays fast
-    from xcorrflow.progress import Progress
-    from xcorrflow.report import Report
+    from xcorrflow.orchestration.progress import Progress
+    from xcorrflow.orchestration.report import Report
 
 MODES = ("streaming", "cnf", "barrier", "inprocess")
 FORMATS = ("zarr", "sac", "both")
@@ -79,7 +79,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
     """The function that runs ``mode`` with the command's options."""
     formats = ("zarr", "sac") if args.format == "both" else (args.format,)
     if mode == "inprocess":
-        from xcorrflow.inprocess import run_inprocess
+        from xcorrflow.orchestration.inprocess import run_inprocess
 
         def inprocess(inp: Path, out: Path, settings: Settings, progress: Progress | None) -> Report:
             if args.dvv and args.no_ccfs:
@@ -92,7 +92,7 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
             return report
 
         return inprocess
-    from xcorrflow.pipeline import RunOptions, run_pipeline
+    from xcorrflow.orchestration.pipeline import RunOptions, run_pipeline
 
     options = RunOptions(
         mode=mode,
@@ -115,12 +115,12 @@ def runner_for(mode: str, args: argparse.Namespace) -> Runner:
 
 
 def _inprocess_dvv(out: Path, settings: Settings, report: Report) -> None:
-    """Measure the run's windows and write the two CSV files (see :mod:`xcorrflow.dvvout`)."""
+    """Measure the run's windows and write the two CSV files (see :mod:`xcorrflow.orchestration.dvvout`)."""
     import time
 
     from results.zarrio import open_root
     from storage.layout import RESULTS_ROOT
-    from xcorrflow.dvvout import check_reference, measure_inprocess, write_csvs
+    from xcorrflow.orchestration.dvvout import check_reference, measure_inprocess, write_csvs
 
     t0 = time.perf_counter()
     check_reference(settings, report.windows)
@@ -132,7 +132,7 @@ def _inprocess_dvv(out: Path, settings: Settings, report: Report) -> None:
 
 def _require_stack(settings: Settings, mode: str) -> None:
     """Fail early, with the fix, when the stack is not running."""
-    from xcorrflow.stack.health import check_all
+    from xcorrflow.localstack.health import check_all
 
     down = [name for name, item in check_all(settings).items() if not item["ok"] and name != "prometheus"]
     if down:
@@ -146,12 +146,12 @@ def run(args: argparse.Namespace) -> int:
     runner = runner_for(args.mode, args)
     if not args.input.is_dir():
         raise ModeUnavailable(args.mode, f"input folder {args.input} does not exist")
-    from xcorrflow.progress import Progress
-    from xcorrflow.report import write_report
-    from xcorrflow.tuning import tune_allocator
+    from xcorrflow.orchestration.progress import Progress
+    from xcorrflow.orchestration.report import write_report
+    from xcorrflow.orchestration.tuning import tune_allocator
 
     settings = load_settings()
-    tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.tuning)
+    tune_allocator()  # large temporaries are reused instead of re-faulted (see xcorrflow.orchestration.tuning)
     progress = Progress(1, label=args.mode)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped run still writes its report
     try:

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """List runs, or delete the named ones (or all)."""
     from storage import open_store
-    from xcorrflow.runs import delete_run, list_runs
+    from xcorrflow.orchestration.runs import delete_run, list_runs
 
     settings = load_settings()
     if args.action == "list":

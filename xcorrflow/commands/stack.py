@@ -32,7 +32,7 @@ def _say(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one stack action."""
-    from xcorrflow.stack.manager import NativeStack, open_stack
+    from xcorrflow.localstack.manager import NativeStack, open_stack
 
     settings = load_settings()
     if args.action == "env":
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "dashboard":
         return _dashboard(settings)
     if args.action == "images":
-        from xcorrflow.stack.images import ImageBuilder
+        from xcorrflow.localstack.images import ImageBuilder
 
         ImageBuilder(settings, _say).build_all(rebuild_base=args.rebuild_base)
         return 0
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _dashboard(settings: Settings) -> int:
     """Print the console's URL; exit 1 (saying how to start it) when Prometheus does not answer."""
-    from xcorrflow.stack.promconfig import console_url
-    from xcorrflow.stack.prometheus import prometheus_ready
+    from xcorrflow.localstack.promconfig import console_url
+    from xcorrflow.localstack.prometheus import prometheus_ready
 
     url = console_url(settings)
     print(url)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the status; exit 1 when any service is down."""
-    from xcorrflow.stack.health import check_all
+    from xcorrflow.localstack.health import check_all
 
     report = check_all(load_settings())
     if args.json:

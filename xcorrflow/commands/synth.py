@@ -56,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesise the deployment described by the parsed arguments."""
-    from xcorrflow.diffuse import DvvChange
-    from xcorrflow.synth import GapSpec, SynthConfig, synthesise
+    from dsp.synthetic.diffuse import DvvChange
+    from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
 
     try:
         rates = tuple(int(r) for r in str(args.rates).split(",") if r.strip())

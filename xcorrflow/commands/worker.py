@@ -77,7 +77,7 @@ def run_broker(args: argparse.Namespace) -> int:
     """Run the commit broker."""
     from commit_broker.rules import DEFAULT_RULES, RuleSet
     from commit_broker.service import BrokerOptions, CommitBroker
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     rules = (
@@ -101,7 +101,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
     from results.windows import WindowStore
     from results.zarrio import bucket_root, open_root
     from storage import open_store
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.scoped_topics
@@ -117,7 +117,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     from contracts.kafka import group_name
     from producers.worker import PreprocessWorker
     from storage import open_store
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.scoped_topics
@@ -134,7 +134,7 @@ def run_correlator(args: argparse.Namespace) -> int:
     from results.windows import WindowStore
     from results.zarrio import bucket_root, open_root
     from storage import open_store
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.scoped_topics
@@ -172,7 +172,7 @@ def run_stacker(args: argparse.Namespace) -> int:
     from results.windows import WindowStore
     from results.zarrio import bucket_root, open_root
     from storage import open_store
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.scoped_topics
@@ -202,7 +202,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     from contracts.kafka import group_name
     from results.zarrio import bucket_root, open_root
     from storage import open_store
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.topics.with_prefix(args.topic_prefix)
@@ -217,7 +217,7 @@ def run_latency(args: argparse.Namespace) -> int:
     """Run the station-latency tracker (one per namespace: it must see every partition)."""
     from consumers.latency import LatencyTracker
     from contracts.kafka import group_name
-    from xcorrflow.workers import run_service
+    from xcorrflow.orchestration.workers import run_service
 
     settings = _settings(args)
     topics = settings.scoped_topics

@@ -24,9 +24,9 @@ import pytest
 
 from contracts.settings import Settings
 from dsp.dvv import NetworkPoint, detect_change
+from dsp.synthetic.diffuse import DvvChange
+from dsp.synthetic.stations import SynthConfig, synthesise
 from xcorrflow.cli import main
-from xcorrflow.diffuse import DvvChange
-from xcorrflow.synth import SynthConfig, synthesise
 
 STATIONS, HOURS, STEP_HOUR, STEP = 8, 5, 3, -0.5
 DVV_ENV = {

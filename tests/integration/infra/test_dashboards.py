@@ -27,6 +27,7 @@ import yaml
 
 from contracts.settings import Settings
 from contracts.topics import delete_topics, ensure_topics, topic_specs
+from dsp.synthetic.stations import SynthConfig, synthesise
 from tests.integration.kafkatools import WorkerProcess, wait_for
 from tests.integration.observe import (
     StormResult,
@@ -40,9 +41,8 @@ from tests.integration.observe import (
     storm,
 )
 from xcorrflow.cli import main
-from xcorrflow.stack.promconfig import RULES
-from xcorrflow.stack.service import INFRA
-from xcorrflow.synth import SynthConfig, synthesise
+from xcorrflow.localstack.promconfig import RULES
+from xcorrflow.localstack.service import INFRA
 
 DASHBOARD = INFRA / "grafana" / "dashboards" / "xcorrflow.json"
 SERVICES = ("broker", "scheduler", "latency", "preprocess", "correlate", "stack", "monitor")

@@ -13,9 +13,9 @@ from confluent_kafka.admin import AdminClient
 from contracts.kafka import connection_config
 from contracts.settings import Settings
 from contracts.topics import TopicSpec, ensure_topics
-from xcorrflow.stack import process
-from xcorrflow.stack.health import check_all
-from xcorrflow.stack.manager import NativeStack
+from xcorrflow.localstack import process
+from xcorrflow.localstack.health import check_all
+from xcorrflow.localstack.manager import NativeStack
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_s3_anonymous_request_is_denied_with_s3_xml(stack: Settings) -> None:
 
 
 def test_s3_signed_request_lists_the_project_bucket(stack: Settings) -> None:
-    from xcorrflow.stack.health import s3_client
+    from xcorrflow.localstack.health import s3_client
 
     names = [b.name for b in s3_client(stack).list_buckets()]
     assert stack.s3_bucket in names

@@ -25,8 +25,8 @@ from bench.checks import Expectation
 from bench.faults import PrivateStack, free_port_base
 from bench.hostile import build_hostile, check_hostile
 from contracts.events import StacksUpdated
+from dsp.synthetic.stations import SynthConfig, synthesise
 from dsp.windows import window_id
-from xcorrflow.synth import SynthConfig, synthesise
 
 pytestmark = pytest.mark.slow
 

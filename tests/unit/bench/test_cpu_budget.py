@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bench.cpu_budget import CpuSampler, busy_cpu_s, pipeline_labeller
-from xcorrflow.fleet import process_cpu_s
+from xcorrflow.orchestration.fleet import process_cpu_s
 
 
 def spin(seconds: float) -> None:

@@ -22,14 +22,14 @@ from contracts.settings import Settings
 from dsp.dvv import DvvParams, ReferenceSpec
 from dsp.product import Coordinates
 from results.dvv import DvvStore, read_network, read_pairs, series_name
+from results.dvvplot import plot_dvv
 from results.layout import CHUNK_PAIRS
 from results.stacks import StackStore
 from results.windows import SlotIndex, WindowStore
 from results.zarrio import open_root
 from storage.memory import MemoryStore
 from tests.unit.dsp.test_dvv_methods import ccf_of, wavelets
-from xcorrflow.dvvout import DvvUnavailable, check_reference, measure_inprocess, write_csvs
-from xcorrflow.dvvplot import plot_dvv
+from xcorrflow.orchestration.dvvout import DvvUnavailable, check_reference, measure_inprocess, write_csvs
 
 PROCESSING = ProcessingParams(cc_len_s=600, step_s=300, maxlag_s=100)  # 20 Hz, +-100 s: the tests' lag axis
 STATIONS = ["XX.A..HHZ", "XX.B..HHZ", "XX.C..HHZ", "XX.D..HHZ"]

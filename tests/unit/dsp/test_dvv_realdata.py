@@ -20,8 +20,8 @@ import pytest
 from contracts.settings import Settings
 from dsp.dvv import DvvParams, DvvRun, ReferenceSpec, measure_run
 from tests.unit.dsp.test_dvv_synthetic import load_ccfs
-from tests.unit.xcorrflow.test_realdata import WHEEL, fetch_msnoise_data
-from xcorrflow.inprocess import run_inprocess
+from tests.unit.xcorrflow.orchestration.test_realdata import WHEEL, fetch_msnoise_data
+from xcorrflow.orchestration.inprocess import run_inprocess
 
 PARAMS = DvvParams(
     min_lag_s=5.0,

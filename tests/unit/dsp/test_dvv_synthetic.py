@@ -22,10 +22,10 @@ from scipy import ndimage, signal
 from consumers.dvvwork import complete_windows, window_ccfs
 from contracts.settings import Settings
 from dsp.dvv import DvvParams, DvvRun, NetworkPoint, ReferenceSpec, detect_change, measure_run
+from dsp.synthetic.diffuse import DvvChange
+from dsp.synthetic.stations import SynthConfig, synthesise
 from results.zarrio import open_root
-from xcorrflow.diffuse import DvvChange
-from xcorrflow.inprocess import run_inprocess
-from xcorrflow.synth import SynthConfig, synthesise
+from xcorrflow.orchestration.inprocess import run_inprocess
 
 HEAVY_ENV = "XCORRFLOW_HEAVY_TESTS"
 # 24 stations x 24 h costs 1.5-4 minutes of synth and DSP: opt-in, so that `make test` stays within its budget

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from contracts.settings import Settings
-from xcorrflow.stack import promconfig
+from xcorrflow.localstack import promconfig
 
 # One n_files commit a minute, each between 300 s and 600 s: p95 ≈ 585 s.
 SLOW_COMMITS = """
@@ -97,8 +97,8 @@ def test_rendered_config_takes_interval_and_address_from_settings(tmp_path: Path
 
 
 def test_make_ups_prometheus_serves_the_consoles_from_the_checkout(tmp_path: Path) -> None:
-    from xcorrflow.stack.prometheus import PrometheusService
-    from xcorrflow.stack.service import StackPaths
+    from xcorrflow.localstack.prometheus import PrometheusService
+    from xcorrflow.localstack.service import StackPaths
 
     argv = PrometheusService(Settings(home=tmp_path), StackPaths(tmp_path), print).argv()
     assert f"--web.console.templates={promconfig.CONSOLES}" in argv

@@ -69,7 +69,7 @@ def test_grafana_is_provisioned_with_datasource_and_dashboards() -> None:
 
 
 def test_compose_kafka_version_equals_the_native_pom() -> None:
-    from xcorrflow.stack.kafka import pom_kafka_version
+    from xcorrflow.localstack.kafka import pom_kafka_version
 
     image = _compose()["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{pom_kafka_version()}"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from contracts.settings import ContainerImages
-from xcorrflow.stack import images
-from xcorrflow.stack.errors import StackError
+from xcorrflow.localstack import images
+from xcorrflow.localstack.errors import StackError
 
 DEB822 = """Types: deb
 URIs: https://deb.nodesource.com/node_20.x

@@ -9,9 +9,9 @@ import pytest
 from matplotlib.image import imread
 
 from dsp.product import Coordinates
+from results.plot import auto_max_lag, plot_record_section, read_section, record_section, sort_order
 from results.sac import ccf_sac_bytes, write_sac
 from xcorrflow.cli import main
-from xcorrflow.plot import auto_max_lag, plot_record_section, read_section, record_section, sort_order
 
 FS, MAXLAG = 20.0, 400  # ±20 s
 ORIGIN = Coordinates(45.0, 7.0)

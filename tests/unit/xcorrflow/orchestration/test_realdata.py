@@ -20,7 +20,7 @@ import obspy
 import pytest
 
 from contracts.settings import Settings
-from xcorrflow.inprocess import run_inprocess
+from xcorrflow.orchestration.inprocess import run_inprocess
 
 WHEEL = "msnoise-1.6.5-py3-none-any.whl"
 DATA_PREFIX = "msnoise/test/data/2010/"

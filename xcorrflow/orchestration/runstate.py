@@ -2,8 +2,8 @@
 
 A run is complete when every (window, pair) of its **plan** is accounted for in the stacks: its CCF added,
 or the pair skipped for want of common valid sub-windows, as the objects of the run's namespace say (the
-stacks' counts and each window's slot index, see :mod:`xcorrflow.verify`). The plan is the inventory the run
-scanned itself: the stations ingested in each window, less the station-windows that verifiably cannot be
+stacks' counts and each window's slot index, see :mod:`xcorrflow.orchestration.verify`). The plan is the inventory
+the run scanned itself: the stations ingested in each window, less the station-windows that verifiably cannot be
 processed. Only two things may shrink the plan, and neither is an event anyone could publish:
 
 * the run's own ingest failing on a real file (it read the file and could not cut it);

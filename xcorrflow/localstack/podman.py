@@ -17,8 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import INFRA
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.service import INFRA
 
 CONTAINERS_CONF = INFRA / "containers" / "containers.conf"
 PACKAGES = ("podman", "runc", "debootstrap")

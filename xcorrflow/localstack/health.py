@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.settings import Settings
-from xcorrflow.stack.kafka import kafka_metadata_ok
-from xcorrflow.stack.prometheus import prometheus_ready
+from xcorrflow.localstack.kafka import kafka_metadata_ok
+from xcorrflow.localstack.prometheus import prometheus_ready
 
 
 def s3_client(settings: Settings) -> Any:

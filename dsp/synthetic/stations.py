@@ -1,6 +1,6 @@
 """A synthetic deployment with a known answer: one plane wave of band-limited noise crossing a station array
 (``field="plane"``, the default), or a diffuse field whose velocity changes on a schedule (``field="diffuse"``,
-see :mod:`xcorrflow.diffuse`; its truth gains the true dv/v of every window).
+see :mod:`dsp.synthetic.diffuse`; its truth gains the true dv/v of every window).
 
 Plane wave:
 Every station records the same noise field ``s(t - d_i)`` plus independent local noise. The arrival times
@@ -25,8 +25,8 @@ import obspy
 
 from contracts.errors import ConfigError
 from dsp.seed import pair_key, split_seed_id, validate_seed_id
+from dsp.synthetic.diffuse import DiffuseSpec, DvvChange, dvv_at, hour_spectra, make_medium, to_time
 from dsp.windows import window_id
-from xcorrflow.diffuse import DiffuseSpec, DvvChange, dvv_at, hour_spectra, make_medium, to_time
 
 DEG_KM = 111.195  # km per degree of latitude (mean Earth radius 6371 km)
 

@@ -5,7 +5,7 @@ plus input warnings, what was skipped and why, stage timings, the output locatio
 (secrets masked). A run that could not complete still writes its report: ``complete`` is false, ``reason``
 says why and ``missing`` counts (and lists, up to a cap) the planned (window, pair)s that are not in the
 stacks. ``untrusted`` lists the events and dead letters the run refused to believe (see
-:mod:`xcorrflow.runstate`).
+:mod:`xcorrflow.orchestration.runstate`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Services run their BLAS on one thread (xcorrflow.tuning.single_threaded_blas)."""
+"""Services run their BLAS on one thread (xcorrflow.orchestration.tuning.single_threaded_blas)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from xcorrflow.tuning import BLAS_THREAD_VARS, command_of, single_threaded_blas
+from xcorrflow.orchestration.tuning import BLAS_THREAD_VARS, command_of, single_threaded_blas
 
 # A fresh interpreter: the CLI as a worker would run it (up to --help), then what OpenBLAS started with.
 PROBE = """

@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xcorrflow.stack import process
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import INFRA, Service, run_visible
+from xcorrflow.localstack import process
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.service import INFRA, Service, run_visible
 
 if TYPE_CHECKING:
     from contracts.settings import Settings

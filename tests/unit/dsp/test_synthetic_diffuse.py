@@ -11,9 +11,9 @@ import obspy
 import pytest
 
 from contracts.errors import ConfigError
+from dsp.synthetic.diffuse import DiffuseSpec, DvvChange, Medium, dvv_at, hour_spectra, to_time
+from dsp.synthetic.stations import SynthConfig, synthesise
 from xcorrflow.cli import main
-from xcorrflow.diffuse import DiffuseSpec, DvvChange, Medium, dvv_at, hour_spectra, to_time
-from xcorrflow.synth import SynthConfig, synthesise
 
 
 def test_schedule_terms_add_up() -> None:

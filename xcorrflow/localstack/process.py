@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xcorrflow.stack.errors import StackError
+from xcorrflow.localstack.errors import StackError
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from results.stacks import StackChunk, StackStore
 from results.windows import SlotIndex, WindowStore, task_block
 from results.zarrio import open_root
 from storage.layout import RESULTS_ROOT
-from xcorrflow.progress import Progress
-from xcorrflow.report import Report
+from xcorrflow.orchestration.progress import Progress
+from xcorrflow.orchestration.report import Report
 
 
 @dataclass
@@ -104,7 +104,7 @@ def run_inprocess(
         formats: ``zarr`` and/or ``sac``.
 
     Returns:
-        The report (the caller writes it with :func:`xcorrflow.report.write_report`).
+        The report (the caller writes it with :func:`xcorrflow.orchestration.report.write_report`).
     """
     t0, started_at = time.perf_counter(), time.time()
     params = settings.processing

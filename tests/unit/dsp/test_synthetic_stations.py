@@ -11,8 +11,8 @@ import obspy
 import pytest
 
 from contracts.errors import ConfigError
+from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
 from xcorrflow.cli import main
-from xcorrflow.synth import GapSpec, SynthConfig, synthesise
 
 
 def _digest(folder: Path) -> str:

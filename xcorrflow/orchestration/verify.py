@@ -17,7 +17,7 @@ import zarr
 from results.layout import STACKS, STATIONS, pair_indices, window_group
 from results.manifest import FAILED
 from results.zarrio import subgroup, values
-from xcorrflow.runstate import MAX_LISTED, RunState
+from xcorrflow.orchestration.runstate import MAX_LISTED, RunState
 
 
 @dataclass

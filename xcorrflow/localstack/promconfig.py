@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from contracts.settings import Settings
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import INFRA
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.service import INFRA
 
 PROMETHEUS_DIR = INFRA / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"

@@ -10,12 +10,12 @@ from typing import Any
 
 from contracts.settings import Settings
 from contracts.topics import ensure_topics, topic_specs
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.health import check_all, ensure_bucket
-from xcorrflow.stack.kafka import KafkaService
-from xcorrflow.stack.prometheus import PrometheusService
-from xcorrflow.stack.s3 import VersityGatewayService
-from xcorrflow.stack.service import INFRA, Say, Service, StackPaths
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.health import check_all, ensure_bucket
+from xcorrflow.localstack.kafka import KafkaService
+from xcorrflow.localstack.prometheus import PrometheusService
+from xcorrflow.localstack.s3 import VersityGatewayService
+from xcorrflow.localstack.service import INFRA, Say, Service, StackPaths
 
 COMPOSE_FILE = INFRA / "docker-compose.yml"
 

@@ -5,19 +5,20 @@ workers as processes (commit broker, pair scheduler, P preprocessors, C correlat
 tracker), waits until they are ready, then starts the clock and ingests the input. The correlators write each
 window's CCFs into the bucket's ``<ns>results.zarr``; the stacker writes the stacks into ``OUT/results.zarr``.
 The run follows the commits, results, stacks and dead-letter topics until the stacker has every planned window
-(:mod:`xcorrflow.runstate`), checks the stacks against its plan from the objects (:mod:`xcorrflow.verify`),
-exports SAC files when asked (``--format sac|both``), writes report.json (also to ``runs/<run id>/`` in the
-bucket) and stops the workers. The run process itself holds no CCF and no stack.
+(:mod:`xcorrflow.orchestration.runstate`), checks the stacks against its plan from the objects
+(:mod:`xcorrflow.orchestration.verify`), exports SAC files when asked (``--format sac|both``), writes report.json
+(also to ``runs/<run id>/`` in the bucket) and stops the workers. The run process itself holds no CCF and no stack.
 
 The clock starts at ingest, with the workers already deployed, as the paper compares fixed resources with
 and without the I/O boundary; worker start-up (Python imports, group joins) is reported separately.
 
 **Faults.** The run rides through a Kafka broker restart or an S3 outage of up to ``faults.*_outage_s`` (one
 line in the log when a service goes away, one when it is back); it restarts workers that die
-(:meth:`xcorrflow.fleet.Fleet.supervise`); and a run that fails anyway (a service away too long, a worker dying
-over and over, a timeout, a signal) still writes report.json with ``"complete": false``, the reason and what
-is missing, keeping the SAC files of every pair that is final. Running the same command again resumes the
-run (:mod:`xcorrflow.manifest`). The run exits 0 only when every planned (window, pair) is in its stack.
+(:meth:`xcorrflow.orchestration.fleet.Fleet.supervise`); and a run that fails anyway (a service away too long, a
+worker dying over and over, a timeout, a signal) still writes report.json with ``"complete": false``, the reason
+and what is missing, keeping the SAC files of every pair that is final. Running the same command again resumes
+the run (:mod:`xcorrflow.orchestration.manifest`). The run exits 0 only when every planned (window, pair) is in its
+stack.
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ from results.layout import window_group
 from results.zarrio import bucket_root, open_root, subgroup
 from storage import ObjectStore, open_store
 from storage.layout import RESULTS_ROOT, Layout, run_object
-from xcorrflow.dvvout import check_reference, wait_for_monitor, write_csvs
 from xcorrflow.errors import CommandError
-from xcorrflow.fleet import Fleet, WorkerProcess
-from xcorrflow.manifest import RunManifest, claim
-from xcorrflow.progress import Progress
-from xcorrflow.report import Report
-from xcorrflow.runstate import MAX_LISTED, FailureCheck, RunMonitor, RunState
-from xcorrflow.verify import Verdict, verify
+from xcorrflow.orchestration.dvvout import check_reference, wait_for_monitor, write_csvs
+from xcorrflow.orchestration.fleet import Fleet, WorkerProcess
+from xcorrflow.orchestration.manifest import RunManifest, claim
+from xcorrflow.orchestration.progress import Progress
+from xcorrflow.orchestration.report import Report
+from xcorrflow.orchestration.runstate import MAX_LISTED, FailureCheck, RunMonitor, RunState
+from xcorrflow.orchestration.verify import Verdict, verify
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _already_complete(output_dir: Path, manifest: RunManifest) -> Report:
 def _keep(settings: Settings, store: ObjectStore, run_id: str, report: Report, cleanup: bool) -> None:
     """Delete the run's objects and topics (``--cleanup``), or keep its report and config in the bucket."""
     if cleanup:
-        from xcorrflow.runs import delete_run
+        from xcorrflow.orchestration.runs import delete_run
 
         delete_run(settings, store, run_id)
         report.outputs["cleaned_up"] = True

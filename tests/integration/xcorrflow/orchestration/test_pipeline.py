@@ -15,14 +15,14 @@ import pytest
 
 from contracts.events import DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
+from dsp.synthetic.stations import GapSpec, SynthConfig, synthesise
 from producers.ingest import Ingestor
 from producers.inventory import scan_folder
 from storage import open_store
 from tests.integration.kafkatools import WorkerProcess, read_events
 from xcorrflow.cli import main
-from xcorrflow.fleet import wait_for
-from xcorrflow.runs import delete_run
-from xcorrflow.synth import GapSpec, SynthConfig, synthesise
+from xcorrflow.orchestration.fleet import wait_for
+from xcorrflow.orchestration.runs import delete_run
 
 REFERENCE = {
     "XCORRFLOW_PROCESSING__CC_LEN_S": "600",

@@ -9,8 +9,8 @@ partitions back and the work it had not committed is redone, which the services'
 harmless. After ``faults.max_restarts`` restarts of one worker the run fails, quoting the end of its log.
 
 **No orphans.** Each worker is told its parent's pid (``XCORRFLOW_PARENT_PID``) and asks the kernel for a
-SIGTERM when that parent dies (``PR_SET_PDEATHSIG``, see :func:`xcorrflow.workers.watch_parent`), so killing
-the run, even with ``kill -9``, stops its workers. The signal follows the *thread* that started the worker:
+SIGTERM when that parent dies (``PR_SET_PDEATHSIG``, see :func:`xcorrflow.orchestration.workers.watch_parent`), so
+killing the run, even with ``kill -9``, stops its workers. The signal follows the *thread* that started the worker:
 start workers from the main thread.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xcorrflow.errors import CommandError
-from xcorrflow.workers import PARENT_ENV
+from xcorrflow.orchestration.workers import PARENT_ENV
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 30.0

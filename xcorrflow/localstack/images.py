@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.settings import Settings
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.kafka import LOG4J, TEMPLATE, KafkaService, pom_kafka_version
-from xcorrflow.stack.podman import image_exists, podman_env
-from xcorrflow.stack.s3 import VERSITYGW_VERSION, VersityGatewayService
-from xcorrflow.stack.service import INFRA, Say, StackPaths, run_visible
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.kafka import LOG4J, TEMPLATE, KafkaService, pom_kafka_version
+from xcorrflow.localstack.podman import image_exists, podman_env
+from xcorrflow.localstack.s3 import VERSITYGW_VERSION, VersityGatewayService
+from xcorrflow.localstack.service import INFRA, Say, StackPaths, run_visible
 
 CONTAINERS = INFRA / "containers"
 SOURCES_DIR = Path("/etc/apt/sources.list.d")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from xcorrflow.stack import process
+from xcorrflow.localstack import process
 
 
 def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import INFRA, Service, run_visible
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.service import INFRA, Service, run_visible
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -103,7 +103,7 @@ class VersityGatewayService(Service):
 
     def after_start(self) -> None:
         """Create the project bucket if it does not exist yet."""
-        from xcorrflow.stack.health import ensure_bucket
+        from xcorrflow.localstack.health import ensure_bucket
 
         if ensure_bucket(self.settings):
             self.say(f"s3: created bucket {self.settings.s3_bucket}")

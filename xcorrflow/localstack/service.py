@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.settings import Settings
-from xcorrflow.stack import process
-from xcorrflow.stack.errors import StackError
+from xcorrflow.localstack import process
+from xcorrflow.localstack.errors import StackError
 
 Say = Callable[[str], None]
 

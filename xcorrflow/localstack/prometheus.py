@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 
 from contracts.metrics import write_target
-from xcorrflow.stack import promconfig
-from xcorrflow.stack.errors import StackError
-from xcorrflow.stack.service import Say, Service, run_visible
+from xcorrflow.localstack import promconfig
+from xcorrflow.localstack.errors import StackError
+from xcorrflow.localstack.service import Say, Service, run_visible
 
 
 def apt_install(package: str, say: Say) -> None:

@@ -17,10 +17,10 @@ from typing import Protocol
 from contracts.kafka import configure_kafka_outage
 from contracts.metrics import serve_metrics
 from contracts.settings import Settings
-from xcorrflow.tuning import tune_allocator
+from xcorrflow.orchestration.tuning import tune_allocator
 
 log = logging.getLogger(__name__)
-PARENT_ENV = "XCORRFLOW_PARENT_PID"  # set by xcorrflow.fleet.WorkerProcess
+PARENT_ENV = "XCORRFLOW_PARENT_PID"  # set by xcorrflow.orchestration.fleet.WorkerProcess
 STOP_GRACE_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
