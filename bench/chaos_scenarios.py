@@ -65,80 +65,66 @@ def strike(ctx: Ctx, fault: Fault) -> bool:
     return False
 
 
-def kafka_restart(down_s: float) -> Inject:
-    """kill -9 of the broker; started again after ``down_s`` seconds (a restart itself takes ~15 s)."""
+def at_strike(act: Callable[[Ctx, Fault], None]) -> Inject:
+    """An injector that waits for the strike (:func:`strike`) and then does ``act`` to the run."""
 
     def inject(ctx: Ctx) -> Fault:
         fault = Fault()
         if strike(ctx, fault):
-            fault.start = faults.kill_service(ctx.stack, "kafka")
-            time.sleep(down_s)
-            fault.end = faults.restart_service(ctx.stack, "kafka")
-            fault.notes.append(f"kafka away {fault.end - fault.start:.0f} s")
+            act(ctx, fault)
         return fault
 
     return inject
+
+
+def service_restart(service: str, down_s: float) -> Inject:
+    """kill -9 of a stack service (``kafka``, ``s3``); started again after ``down_s`` seconds (a Kafka restart
+    itself takes ~15 s)."""
+
+    def act(ctx: Ctx, fault: Fault) -> None:
+        fault.start = faults.kill_service(ctx.stack, service)
+        time.sleep(down_s)
+        fault.end = faults.restart_service(ctx.stack, service)
+        fault.notes.append(f"{service} away {fault.end - fault.start:.0f} s")
+
+    return at_strike(act)
 
 
 def kafka_away_too_long(max_down_s: float) -> Inject:
     """kill -9 of the broker, kept away until the run gives up (or ``max_down_s``), then started again."""
 
-    def inject(ctx: Ctx) -> Fault:
-        fault = Fault()
-        if strike(ctx, fault):
-            fault.start = faults.kill_service(ctx.stack, "kafka")
-            wait_until(lambda: not ctx.live.alive(), timeout=max_down_s, interval=0.5)
-            fault.flags["failed_while_down"] = not ctx.live.alive()
-            if not ctx.live.alive():
-                fault.notes.append(f"the run ended {time.time() - fault.start:.0f} s after the kill")
-            fault.end = faults.restart_service(ctx.stack, "kafka")
-            fault.notes.append(f"kafka away {fault.end - fault.start:.0f} s")
-        return fault
+    def act(ctx: Ctx, fault: Fault) -> None:
+        fault.start = faults.kill_service(ctx.stack, "kafka")
+        wait_until(lambda: not ctx.live.alive(), timeout=max_down_s, interval=0.5)
+        fault.flags["failed_while_down"] = not ctx.live.alive()
+        if not ctx.live.alive():
+            fault.notes.append(f"the run ended {time.time() - fault.start:.0f} s after the kill")
+        fault.end = faults.restart_service(ctx.stack, "kafka")
+        fault.notes.append(f"kafka away {fault.end - fault.start:.0f} s")
 
-    return inject
-
-
-def s3_restart(down_s: float) -> Inject:
-    """kill -9 of the S3 server; started again after ``down_s`` seconds."""
-
-    def inject(ctx: Ctx) -> Fault:
-        fault = Fault()
-        if strike(ctx, fault):
-            fault.start = faults.kill_service(ctx.stack, "s3")
-            time.sleep(down_s)
-            fault.end = faults.restart_service(ctx.stack, "s3")
-            fault.notes.append(f"s3 away {fault.end - fault.start:.0f} s")
-        return fault
-
-    return inject
+    return at_strike(act)
 
 
 def s3_freeze(frozen_s: float) -> Inject:
     """SIGSTOP of the S3 server for ``frozen_s`` seconds, then SIGCONT."""
 
-    def inject(ctx: Ctx) -> Fault:
-        fault = Fault()
-        if strike(ctx, fault):
-            fault.start = faults.freeze(ctx.stack, "s3")
-            time.sleep(frozen_s)
-            fault.end = faults.thaw(ctx.stack, "s3")
-        return fault
+    def act(ctx: Ctx, fault: Fault) -> None:
+        fault.start = faults.freeze(ctx.stack, "s3")
+        time.sleep(frozen_s)
+        fault.end = faults.thaw(ctx.stack, "s3")
 
-    return inject
+    return at_strike(act)
 
 
 def kill_worker(service: str) -> Inject:
     """kill -9 of the busiest worker of ``service`` (the one holding work, not an idle group member)."""
 
-    def inject(ctx: Ctx) -> Fault:
-        fault = Fault()
-        if strike(ctx, fault):
-            victim = faults.busiest(faults.workers_of(ctx.live.run_id, service))
-            fault.start = fault.end = faults.kill9(victim.pid)
-            fault.notes.append(f"killed {service} pid {victim.pid}")
-        return fault
+    def act(ctx: Ctx, fault: Fault) -> None:
+        victim = faults.busiest(faults.workers_of(ctx.live.run_id, service))
+        fault.start = fault.end = faults.kill9(victim.pid)
+        fault.notes.append(f"killed {service} pid {victim.pid}")
 
-    return inject
+    return at_strike(act)
 
 
 STACKING = b"stacking window"  # the stacker's log line once a group's intent is recorded, before its chunks
@@ -179,30 +165,24 @@ def _mentions(log: Path, text: bytes) -> int:
         return 0
 
 
-def kill_run(ctx: Ctx) -> Fault:
+def kill_run(ctx: Ctx, fault: Fault) -> None:
     """kill -9 of the ``xcorrflow run`` process itself (its workers must not outlive it)."""
-    fault = Fault()
-    if strike(ctx, fault):
-        fault.start = fault.end = faults.kill9(ctx.live.proc.pid)
-        fault.notes.append(f"killed run pid {ctx.live.proc.pid}")
-    return fault
+    fault.start = fault.end = faults.kill9(ctx.live.proc.pid)
+    fault.notes.append(f"killed run pid {ctx.live.proc.pid}")
 
 
 def produce(make: Callable[[fuzz.Target], dict[str, list[fuzz.KeyValue]]], what: str) -> Inject:
     """Produce hostile records on the run's topics (``make`` gives them per short topic name)."""
 
-    def inject(ctx: Ctx) -> Fault:
-        fault = Fault()
-        if strike(ctx, fault):
-            fault.start = time.time()
-            for short, records in make(ctx.target).items():
-                topic = ctx.target.topic(short)
-                fault.injected[topic] = fuzz.produce(ctx.stack.bootstrap, topic, records)
-            fault.end = time.time()
-            fault.notes.append(f"{sum(map(len, fault.injected.values()))} {what}")
-        return fault
+    def act(ctx: Ctx, fault: Fault) -> None:
+        fault.start = time.time()
+        for short, records in make(ctx.target).items():
+            topic = ctx.target.topic(short)
+            fault.injected[topic] = fuzz.produce(ctx.stack.bootstrap, topic, records)
+        fault.end = time.time()
+        fault.notes.append(f"{sum(map(len, fault.injected.values()))} {what}")
 
-    return inject
+    return at_strike(act)
 
 
 def _fuzz_all(target: fuzz.Target) -> dict[str, list[fuzz.KeyValue]]:
@@ -211,8 +191,10 @@ def _fuzz_all(target: fuzz.Target) -> dict[str, list[fuzz.KeyValue]]:
 
 SCENARIOS = [
     Scenario("baseline", "none (clean run)"),
-    Scenario("kafka-restart", "Kafka broker kill -9, restarted at once (away ~15-20 s)", kafka_restart(0)),
-    Scenario("kafka-outage-60s", "Kafka broker kill -9, restarted after 45 s (away ~60 s)", kafka_restart(45)),
+    Scenario("kafka-restart", "Kafka broker kill -9, restarted at once (away ~15-20 s)", service_restart("kafka", 0)),
+    Scenario(
+        "kafka-outage-60s", "Kafka broker kill -9, restarted after 45 s (away ~60 s)", service_restart("kafka", 45)
+    ),
     Scenario(
         "kafka-away-too-long",
         f"Kafka broker kill -9, away past faults.kafka_outage_s = {KAFKA_OUTAGE_SETTING_S} s",
@@ -220,7 +202,7 @@ SCENARIOS = [
         env={"XCORRFLOW_FAULTS__KAFKA_OUTAGE_S": str(KAFKA_OUTAGE_SETTING_S)},
         expect_failure=True,
     ),
-    Scenario("s3-restart", "S3 server kill -9, restarted after 10 s", s3_restart(10)),
+    Scenario("s3-restart", "S3 server kill -9, restarted after 10 s", service_restart("s3", 10)),
     Scenario("s3-freeze-10s", "S3 server frozen (SIGSTOP) 10 s", s3_freeze(10)),
     Scenario("s3-freeze-60s", "S3 server frozen (SIGSTOP) 60 s", s3_freeze(60)),
     Scenario("kill-preprocess", "kill -9 of one preprocess worker (P = 2)", kill_worker("preprocess")),
@@ -232,7 +214,7 @@ SCENARIOS = [
         kill_stacker,
         env=STACKER_SETTINGS,
     ),
-    Scenario("kill-run", "kill -9 of `xcorrflow run`, then the same command again", kill_run, rerun=True),
+    Scenario("kill-run", "kill -9 of `xcorrflow run`, then the same command again", at_strike(kill_run), rerun=True),
     Scenario(
         "poison-raw",
         "one record nested 100,000 deep on the raw topic",

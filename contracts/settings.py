@@ -43,7 +43,7 @@ class TopicNames(BaseModel):
     )
     commits: str = Field("xcorr.commits", description="FileReady and DirectoryCommitted, keyed by directory")
     pairs: str = Field("xcorr.pairs", description="PairTask batches, keyed by window/station-row")
-    results: str = Field("xcorr.results", description="PairCorrelated events, keyed by pair")
+    results: str = Field("xcorr.results", description="RowCorrelated events, keyed by window/station-row")
     dlq: str = Field("xcorr.dlq", description="DeadLetter records with their reason and source offset")
     s3_events: str = Field(
         "xcorr.s3events", description="S3 bucket notifications (Records[] JSON) sent by the S3 server"

@@ -205,12 +205,19 @@ def _put(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...]) 
         target[...] = data
 
 
-def _window_groups(store: DvvStore, series: str) -> list[tuple[str, zarr.Group]]:
-    group = subgroup(store.root, f"{DVV}/{series}/windows")
+def _series(root: zarr.Group, series: str | None) -> tuple[str, list[tuple[str, zarr.Group]]]:
+    """A series' reference window and its complete window groups in time order (the newest series by default).
+
+    Raises:
+        ResultsError: no such series.
+    """
+    name = DvvStore(root).pick(series)
+    reference = str(subgroup(root, f"{DVV}/{name}").attrs.get("reference", ""))  # type: ignore[union-attr]
+    group = subgroup(root, f"{DVV}/{name}/windows")
     if group is None:
-        return []
-    found = [(name, g) for name, g in group.groups() if g.attrs.get("complete")]
-    return sorted(found, key=lambda item: window_start(item[0]))
+        return reference, []
+    found = [(window, g) for window, g in group.groups() if g.attrs.get("complete")]
+    return reference, sorted(found, key=lambda item: window_start(item[0]))
 
 
 def read_pairs(root: zarr.Group, series: str | None = None) -> pd.DataFrame:
@@ -221,11 +228,9 @@ def read_pairs(root: zarr.Group, series: str | None = None) -> pd.DataFrame:
     Raises:
         ResultsError: no such series.
     """
-    store = DvvStore(root)
-    name = store.pick(series)
-    reference = str(subgroup(root, f"{DVV}/{name}").attrs.get("reference", ""))  # type: ignore[union-attr]
+    reference, windows = _series(root, series)
     frames = []
-    for window, g in _window_groups(store, name):
+    for window, g in windows:
         pairs = [str(p) for p in values(g, "pair")]
         index = pd.MultiIndex.from_product([pairs, METHODS, SIDES], names=["pair", "method", "side"])
         cells: dict[str, Any] = {f: values(g, f).ravel() for f in (*PAIR_FIELDS, "n_points", "reason")}
@@ -248,11 +253,9 @@ def read_network(root: zarr.Group, series: str | None = None) -> pd.DataFrame:
     Raises:
         ResultsError: no such series.
     """
-    store = DvvStore(root)
-    name = store.pick(series)
-    reference = str(subgroup(root, f"{DVV}/{name}").attrs.get("reference", ""))  # type: ignore[union-attr]
+    reference, windows = _series(root, series)
     rows = []
-    for window, g in _window_groups(store, name):
+    for window, g in windows:
         found = {f: values(g, f"network_{f}") for f in (*NETWORK_FIELDS, "n_pairs", "reason")}
         for i, method in enumerate(METHODS):
             for j, side in enumerate(SIDES):

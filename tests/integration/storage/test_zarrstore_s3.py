@@ -9,7 +9,6 @@ import pytest
 
 from contracts.settings import Settings
 from storage import ObjectStore, S3Store
-from storage._s3_wire import build_client
 from tests.zarrstore_contract import ZarrStoreContract
 
 pytestmark = pytest.mark.integration
@@ -17,17 +16,7 @@ pytestmark = pytest.mark.integration
 
 def _s3(unsigned: bool) -> S3Store:
     settings = Settings()
-    client = build_client(
-        settings.s3_address,
-        settings.s3_access_key.get_secret_value(),
-        settings.s3_secret_key.get_secret_value(),
-        region=settings.s3_region,
-        secure=settings.s3_secure,
-        unsigned_payload=unsigned,
-    )
-    store = S3Store(client, settings.s3_bucket, endpoint=settings.s3_url)
-    store.ensure_bucket()
-    return store
+    return S3Store.from_settings(settings.model_copy(update={"s3_unsigned_payload": unsigned}))
 
 
 @pytest.fixture(params=[False, True], ids=["signed", "unsigned"])

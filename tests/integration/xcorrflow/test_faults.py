@@ -112,7 +112,7 @@ def assert_exact(o: Outcome) -> None:
 
 
 def test_kafka_broker_killed_and_restarted(private_stack: PrivateStack, deployment: Deployment, tmp_path: Path) -> None:
-    outcome, fault, _ = _run(private_stack, deployment, tmp_path, sc.kafka_restart(0))
+    outcome, fault, _ = _run(private_stack, deployment, tmp_path, sc.service_restart("kafka", 0))
     assert_exact(outcome)
     assert outcome.recovery_s is not None, f"no pair was correlated after Kafka came back: {fault.notes}"
 
@@ -134,7 +134,7 @@ def test_kafka_away_longer_than_the_setting_fails_clearly(
 
 
 def test_s3_server_killed_and_restarted(private_stack: PrivateStack, deployment: Deployment, tmp_path: Path) -> None:
-    outcome, _, _ = _run(private_stack, deployment, tmp_path, sc.s3_restart(5))
+    outcome, _, _ = _run(private_stack, deployment, tmp_path, sc.service_restart("s3", 5))
     assert_exact(outcome)
     assert outcome.dead_letters == 0, "a brief S3 outage dead-lettered good data"
 
@@ -166,7 +166,7 @@ def test_kill_9_of_the_stacker_mid_group_loses_and_doubles_nothing(
 def test_kill_9_of_the_run_leaves_no_orphan_and_a_rerun_resumes(
     private_stack: PrivateStack, deployment: Deployment, tmp_path: Path
 ) -> None:
-    first, _, _ = _run(private_stack, deployment, tmp_path, sc.kill_run)
+    first, _, _ = _run(private_stack, deployment, tmp_path, sc.at_strike(sc.kill_run))
     assert first.exit_code == -9
     assert not first.orphans, f"workers outlived the killed run: {first.orphans}"
     again, _, _ = _run(private_stack, deployment, tmp_path)

@@ -10,6 +10,7 @@ becomes a dead letter and its offset is stored like any other.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from contracts.params import ProcessingParams
 from contracts.settings import Settings
 from contracts.testing import Crash, MemoryBroker, MemoryConsumer, MemoryProducer
 from producers.worker import PreprocessWorker
-from storage import ObjectInfo, PutOutcome
+from storage import PutOutcome
 from storage.errors import StorageUnavailable
 from storage.layout import Layout
 from storage.memory import MemoryStore
@@ -58,8 +59,38 @@ def _healthy_dependencies() -> Iterator[None]:
     KAFKA.succeeded()
 
 
+@dataclass
+class World:
+    settings: Settings
+    store: CountingStore
+    station: str
+    raw: bytes
+    broker: MemoryBroker = field(default_factory=MemoryBroker)
+
+    def worker(self) -> PreprocessWorker:
+        """A new worker process on the same broker and store (the previous one is dead or done)."""
+        w = PreprocessWorker(
+            self.settings, self.settings.topics, self.store, group=GROUP, clients=self.broker.clients()
+        )
+        w.consumer.subscribe([self.settings.topics.raw])
+        return w
+
+    def send(self, value: bytes | None = None) -> None:
+        """Put the station's RawFileArrived (or another record) on the raw topic."""
+        self.broker.append(self.settings.topics.raw, b"k", self.raw if value is None else value)
+
+    def announced(self) -> list[FileCommitted]:
+        events = [decode(m.value() or b"") for m in self.broker.messages(self.settings.topics.files)]
+        return [e for e in events if isinstance(e, FileCommitted)]
+
+    def committed_on_close(self, w: PreprocessWorker) -> dict[tuple[str, int], int]:
+        """Leave the group, which commits the stored offsets, and return the group's committed offsets."""
+        w.checkpoint.close()
+        return self.broker.committed[GROUP]
+
+
 @pytest.fixture
-def world(synth_dir: Path, truth: dict[str, Any], params: ProcessingParams) -> tuple[Settings, CountingStore, bytes]:
+def world(synth_dir: Path, truth: dict[str, Any], params: ProcessingParams) -> World:
     """A namespace whose store holds one station's raw hour, and the RawFileArrived that names it."""
     settings = Settings(namespace="t1", processing=params)
     layout, store = Layout(settings.key_prefix), CountingStore()
@@ -67,87 +98,60 @@ def world(synth_dir: Path, truth: dict[str, Any], params: ProcessingParams) -> t
     data = (synth_dir / f"{station}__{WINDOW}.mseed").read_bytes()
     store.put(layout.raw(WINDOW, station), data)
     event = RawFileArrived(key=layout.raw(WINDOW, station), station=station, window=WINDOW, size=len(data))
-    return settings, store, event.encode()
+    return World(settings, store, station, event.encode())
 
 
-def worker(broker: MemoryBroker, settings: Settings, store: MemoryStore) -> PreprocessWorker:
-    w = PreprocessWorker(settings, settings.topics, store, group=GROUP, clients=broker.clients())
-    w.consumer.subscribe([settings.topics.raw])
-    return w
-
-
-def announced(broker: MemoryBroker, settings: Settings) -> list[FileCommitted]:
-    events = [decode(m.value() or b"") for m in broker.messages(settings.topics.files)]
-    return [e for e in events if isinstance(e, FileCommitted)]
-
-
-def test_a_file_is_announced_once_and_its_offset_committed_on_close(
-    world: tuple[Settings, CountingStore, bytes],
-) -> None:
-    settings, store, raw = world
-    broker = MemoryBroker()
-    broker.append(settings.topics.raw, b"k", raw)
-    w = worker(broker, settings, store)
+def test_a_file_is_announced_once_and_its_offset_committed_on_close(world: World) -> None:
+    world.send()
+    w = world.worker()
     assert w.poll_once() is True
     assert w.poll_once() is None, "nothing left to consume"
-    (committed,) = announced(broker, settings)
-    assert committed.key == Layout(settings.key_prefix).product(WINDOW, committed.key.rsplit("/", 1)[1][:-4])
-    assert store.exists(committed.key) and store.puts == 1
-    assert broker.committed.get(GROUP, {}) == {}, "stored offsets wait for the auto-commit"
-    w.checkpoint.close()
-    assert broker.committed[GROUP] == {(settings.topics.raw, 0): 1}
+    (committed,) = world.announced()
+    assert committed.key == Layout(world.settings.key_prefix).product(WINDOW, world.station)
+    assert world.store.exists(committed.key) and world.store.puts == 1
+    info = world.store.stat(committed.key)
+    assert (committed.size, committed.etag) == (info.size, info.etag), "the event describes the stored product"
+    assert world.broker.committed.get(GROUP, {}) == {}, "stored offsets wait for the auto-commit"
+    assert world.committed_on_close(w) == {(world.settings.topics.raw, 0): 1}
 
 
-def test_a_crash_before_the_acknowledgement_announces_the_product_again_without_computing_it(
-    world: tuple[Settings, CountingStore, bytes],
-) -> None:
-    settings, store, raw = world
-    broker = MemoryBroker()
-    broker.append(settings.topics.raw, b"k", raw)
-    dead = worker(broker, settings, store)
-    broker.crash_at("produce")
+def test_a_crash_before_the_acknowledgement_announces_the_product_again_without_computing_it(world: World) -> None:
+    world.send()
+    dead = world.worker()
+    world.broker.crash_at("produce")
     with pytest.raises(Crash):
         dead.poll_once()
-    assert announced(broker, settings) == [] and store.puts == 1, "the product was durable before the announcement"
-    assert broker.committed.get(GROUP, {}) == {}
+    assert world.announced() == [] and world.store.puts == 1, "the product was durable before the announcement"
+    assert world.broker.committed.get(GROUP, {}) == {}
 
-    restarted = worker(broker, settings, store)
+    restarted = world.worker()
     assert restarted.poll_once() is True, "the file comes again"
-    assert len(announced(broker, settings)) == 1
-    assert store.puts == 1, "and is announced from the product in the store, not computed again"
-    restarted.checkpoint.close()
-    assert broker.committed[GROUP] == {(settings.topics.raw, 0): 1}
+    assert len(world.announced()) == 1
+    assert world.store.puts == 1, "and is announced from the product in the store, not computed again"
+    assert world.committed_on_close(restarted) == {(world.settings.topics.raw, 0): 1}
 
 
-def test_a_store_outage_rewinds_the_file_and_announces_nothing(world: tuple[Settings, CountingStore, bytes]) -> None:
-    settings, store, raw = world
-    broker = MemoryBroker()
-    broker.append(settings.topics.raw, b"k", raw)
-    store.unavailable = 1
-    w = worker(broker, settings, store)
+def test_a_store_outage_rewinds_the_file_and_announces_nothing(world: World) -> None:
+    world.send()
+    world.store.unavailable = 1
+    w = world.worker()
     assert w.poll_once() is False, "rolled back"
-    assert announced(broker, settings) == [] and broker.messages(settings.topics.dlq) == [], "never a dead letter"
+    assert world.announced() == [] and world.broker.messages(world.settings.topics.dlq) == [], "no dead letter"
     assert w.poll_once() is True, "the same file, consumed again once the store answers"
-    assert len(announced(broker, settings)) == 1
-    w.checkpoint.close()
-    assert broker.committed[GROUP] == {(settings.topics.raw, 0): 1}
+    assert len(world.announced()) == 1
+    assert world.committed_on_close(w) == {(world.settings.topics.raw, 0): 1}
 
 
-def test_a_malformed_record_is_dead_lettered_and_the_next_file_still_processed(
-    world: tuple[Settings, CountingStore, bytes],
-) -> None:
-    settings, store, raw = world
-    broker = MemoryBroker()
-    broker.append(settings.topics.raw, b"junk", b'{"type": "RawFileArrived", "key": 7')
-    broker.append(settings.topics.raw, b"k", raw)
-    w = worker(broker, settings, store)
+def test_a_malformed_record_is_dead_lettered_and_the_next_file_still_processed(world: World) -> None:
+    world.send(b'{"type": "RawFileArrived", "key": 7')
+    world.send()
+    w = world.worker()
     assert w.poll_once() is True
-    (letter,) = [decode(m.value() or b"") for m in broker.messages(settings.topics.dlq)]
+    (letter,) = [decode(m.value() or b"") for m in world.broker.messages(world.settings.topics.dlq)]
     assert isinstance(letter, DeadLetter) and letter.service == "preprocess" and letter.source_offset == 0
     assert w.poll_once() is True
-    assert len(announced(broker, settings)) == 1
-    w.checkpoint.close()
-    assert broker.committed[GROUP] == {(settings.topics.raw, 0): 2}
+    assert len(world.announced()) == 1
+    assert world.committed_on_close(w) == {(world.settings.topics.raw, 0): 2}
 
 
 class RefusingProducer(MemoryProducer):
@@ -196,13 +200,3 @@ def test_a_checkpoint_without_a_producer_refuses_to_publish() -> None:
     letter = DeadLetter(reason="r", service="test")
     with pytest.raises(RuntimeError, match="without a producer"):
         checkpoint.step(checkpoint.consume(1, 0), lambda _m: Output(events=[("out", "k", letter)]))
-
-
-def test_an_info_of_the_store_is_what_the_worker_announces(world: tuple[Settings, CountingStore, bytes]) -> None:
-    settings, store, raw = world
-    broker = MemoryBroker()
-    broker.append(settings.topics.raw, b"k", raw)
-    worker(broker, settings, store).poll_once()
-    (committed,) = announced(broker, settings)
-    info: ObjectInfo = store.stat(committed.key)
-    assert (committed.size, committed.etag) == (info.size, info.etag)
