@@ -113,15 +113,17 @@ class Transactions:
         config = producer_config(
             self.settings, transactional_id=self.transactional_id, **{"transaction.timeout.ms": self.timeout_ms}
         )
+        producer: Producer | None = None
         while True:
             self._generation = KAFKA.generation
-            producer = self.clients.producer(config)
+            producer = producer or self.clients.producer(config)
             try:
                 init = functools.partial(producer.init_transactions, API_TIMEOUT_S)
                 _bounded("init_transactions", init, API_TIMEOUT_S + STUCK_GRACE_S)
             except _Stuck as exc:
                 KAFKA.failed(str(exc))
                 KAFKA.pause()
+                producer = None  # its thread is blocked for good: only a new producer can go on
                 continue
             except KafkaException as exc:
                 error = exc.args[0]
@@ -129,6 +131,9 @@ class Transactions:
                     raise ProducerFenced(f"{self.transactional_id}: fenced at start ({error.str()})") from exc
                 if error.fatal() or not unreachable(exc):
                     raise
+                # Retry on the same producer ("retry call to resume"): a timed-out init_transactions goes on in the
+                # background, so a producer abandoned here would get its epoch once the broker is back, after ours,
+                # and fence us (seen as both singletons fenced right after a 60 s broker outage in make chaos).
                 KAFKA.failed(f"init_transactions: {error.str()}")
                 KAFKA.pause()
                 continue
