@@ -170,12 +170,17 @@ def _handle_all(batch: list[Message], handle: Callable[[Message], Output]) -> Ou
     return out
 
 
-def _publish(producer: Producer, out: Output, service: str, state_topic: str = "") -> None:
+def _publish(producer: Producer, out: Output, state_topic: str = "") -> None:
     for topic, key, event in out.events:
         produce_event(producer, topic, key, event)
-        EVENTS_OUT.labels(service=service, type=event.type).inc()
     for key, value in out.state:
         producer.produce(state_topic, key=key.encode(), value=value)
+
+
+def _count_out(out: Output, service: str) -> None:
+    """Count published events once they landed (an aborted transaction's are consumed and sent again)."""
+    for _, _, event in out.events:
+        EVENTS_OUT.labels(service=service, type=event.type).inc()
 
 
 class StoredOffsets(Checkpoint):
@@ -222,8 +227,7 @@ class StoredOffsets(Checkpoint):
             log.warning("%s: output not delivered (%s); the batch will be consumed again", self.service,
                         failed[0].str())  # fmt: skip
             return False
-        for _, _, event in out.events:
-            EVENTS_OUT.labels(service=self.service, type=event.type).inc()
+        _count_out(out, self.service)
         return True
 
 
@@ -240,8 +244,9 @@ class MemberTransactions(Checkpoint):
 
     def commit(self, out: Output, batch: list[Message]) -> bool:
         t0 = time.monotonic()
-        if not self.txn.commit(lambda p: _publish(p, out, self.service), lambda: next_offsets(batch), self.consumer):
+        if not self.txn.commit(lambda p: _publish(p, out), lambda: next_offsets(batch), self.consumer):
             return False
+        _count_out(out, self.service)
         self.commits += 1
         TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - t0)
         return True
@@ -254,7 +259,7 @@ class GroupTransactions(Checkpoint):
     """One transaction per step for a fenced singleton: its events, its state records and the consumer's positions.
 
     A step that outputs nothing (a duplicate, a notification no rule covers) changes no state, so its offsets
-    need no transaction of their own: they ride with the next transaction, or with :meth:`flush`. A crash
+    need no transaction of their own: they ride with the next transaction (a tick's at the latest). A crash
     before then replays those messages, which again produce nothing. Every rewind rebuilds the service's memory
     from its state topic and Kafka's committed offsets (``recover``).
     """
@@ -277,16 +282,13 @@ class GroupTransactions(Checkpoint):
             return True
         t0 = time.monotonic()
         offsets = self._positions if with_offsets else None
-        if not self.txn.commit(lambda p: _publish(p, out, self.service, self.state_topic), offsets, self.consumer):
+        if not self.txn.commit(lambda p: _publish(p, out, self.state_topic), offsets, self.consumer):
             return False
+        _count_out(out, self.service)
         self.offsets_pending = self.offsets_pending and not with_offsets
         self.commits += 1
         TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - t0)
         return True
-
-    def flush(self) -> bool:
-        """Commit the offsets that rode with nothing yet (at a tick, and before stopping)."""
-        return self.run(Output, [])
 
     def rewind(self, batch: list[Message]) -> None:
         self.recover()

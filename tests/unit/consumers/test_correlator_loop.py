@@ -9,6 +9,7 @@ manifest, and publishes the RowCorrelated once.
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from consumers.correlator import Correlator
 from contracts.events import PairTask, RowCorrelated, decode
@@ -56,6 +57,12 @@ def correlator(broker: MemoryBroker, settings: Settings, store: MemoryStore, win
     return worker
 
 
+def published() -> float:
+    """The correlator's RowCorrelated events counted as published (the process-wide counter)."""
+    labels = {"service": "correlate", "type": "RowCorrelated"}
+    return REGISTRY.get_sample_value("xcorrflow_events_out_total", labels) or 0.0
+
+
 def rows(broker: MemoryBroker, settings: Settings) -> list[RowCorrelated]:
     events = [decode(m.value() or b"") for m in broker.messages(settings.topics.results)]
     return [e for e in events if isinstance(e, RowCorrelated)]
@@ -83,9 +90,11 @@ def test_a_crash_before_the_commit_replays_the_task_without_a_double(
     broker.append(settings.topics.pairs, b"k", task)
     dead = correlator(broker, settings, store, windows)
     broker.crash_at(point)
+    counted = published()
     with pytest.raises(Crash):
         dead.poll_once()
     assert rows(broker, settings) == [], "nothing of the dead instance's transaction is visible"
+    assert published() == counted, "nor counted as published"
     assert broker.committed.get("correlate", {}) == {}, "nor is its offset committed"
     manifests = [i.key for i in store.list(Layout(settings.key_prefix).manifests(WINDOW))]
     assert len(manifests) == 1, "the CCFs and manifest were durable before the transaction"
