@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Store", "build_client", "is_transient"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
@@ -259,7 +261,17 @@ class S3Store(ObjectStore):
         except StorageBackendError as exc:
             if exc.code != "PreconditionFailed":
                 raise
-            return self._same_or_conflict(key, body, self._stat_winner(key))
+            try:
+                return self._same_or_conflict(key, body, self._stat_winner(key))
+            except ObjectNotFound:
+                # The server refuses the key but holds no object under it: metadata orphaned by a crash between
+                # its metadata write and its link (versitygw's sidecar backend stores the ETag first), which would
+                # refuse every conditional write forever. Keys are deterministic and every writer of a key writes
+                # the same bytes, so an unconditional write repairs it and loses nothing.
+                log.warning("S3 refuses %r as existing but holds no object under it: overwriting", key)
+                etag, modified = self._upload(
+                    "put_if_absent", key, len(body), bytes_reader(body), ctype, meta, if_absent=False
+                )
         return PutOutcome(True, ObjectInfo(key, len(body), etag, modified, ctype, meta))
 
     def _stat_winner(self, key: str, attempts: int = 20, pause_s: float = 0.05) -> ObjectInfo:

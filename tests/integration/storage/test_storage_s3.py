@@ -115,6 +115,27 @@ def test_fallback_without_conditional_writes_keeps_the_semantics(s3: S3Store, st
         fallback.put_if_absent("f", b"w")
 
 
+def test_put_if_absent_repairs_metadata_a_server_crash_orphaned(s3: S3Store, store: PrefixedStore) -> None:
+    """versitygw (sidecar metadata) killed between storing an object's ETag and linking its file refuses the key
+    with 412 for ever while HEAD finds nothing. Plant exactly that state and check the write goes through."""
+    settings = Settings()
+    meta = settings.home / "s3" / "meta" / s3.bucket
+    if not meta.is_dir():
+        pytest.skip(f"the S3 server at {settings.s3_url} is not this checkout's versitygw (no {meta})")
+    key = store.prefix + "orphan/station.npz"
+    orphan = meta / key / "meta"
+    orphan.mkdir(parents=True)
+    (orphan / "etag").write_text('"0123456789abcdef0123456789abcdef"')
+    with pytest.raises(S3Error) as refused:  # the state the crash leaves: refused, yet absent
+        wire.put_object(s3.client, s3.bucket, key, b"x", {}, if_none_match=True)
+    assert refused.value.code == "PreconditionFailed"
+    assert not store.exists("orphan/station.npz")
+
+    assert store.put_if_absent("orphan/station.npz", b"station bytes").created is True
+    assert store.get("orphan/station.npz") == b"station bytes"
+    assert store.put_if_absent("orphan/station.npz", b"station bytes").created is False
+
+
 # --- multipart ---------------------------------------------------------------------------------------------------
 
 

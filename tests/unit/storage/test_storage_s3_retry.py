@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import socket
@@ -183,6 +184,24 @@ def test_put_if_absent_412_with_other_bytes_conflicts(store: S3Store, fake: Fake
     )
     with pytest.raises(ObjectConflict):
         store.put_if_absent("k", b"mine bytes!")
+
+
+def test_put_if_absent_412_without_an_object_repairs_the_key(
+    store: S3Store, fake: FakeS3, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # versitygw's sidecar backend killed between its ETag write and its link refuses the key for ever while
+    # HEAD finds nothing: the write must repair it, not fail a good task.
+    monkeypatch.setattr(store, "_stat_winner", functools.partial(store._stat_winner, attempts=3, pause_s=0.0))
+    fake.script(
+        s3_error(412, "PreconditionFailed"), Reply(404), Reply(404), Reply(404), Reply(200, headers={"ETag": '"e"'})
+    )
+    outcome = store.put_if_absent("prep/w/s.npz", b"station bytes")
+    assert outcome.created is True and outcome.info.etag == "e"
+    assert [r.method for r in fake.requests] == ["PUT", "HEAD", "HEAD", "HEAD", "PUT"]
+    assert fake.requests[0].headers.get("If-None-Match") == "*"
+    assert "If-None-Match" not in fake.requests[-1].headers
+    assert fake.requests[-1].body == b"station bytes"
+    assert "holds no object under it" in caplog.text
 
 
 def test_probe_falls_back_to_stat_then_put_when_the_header_is_ignored(
