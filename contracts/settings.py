@@ -11,6 +11,7 @@ that a developer's own Kafka (9092), S3 (9000) or Prometheus (9090) keeps workin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -189,11 +190,11 @@ class Settings(BaseSettings):
     s3_port: int = Field(19000, description="S3 API port of the local stack")
     s3_endpoint: str | None = Field(None, description="S3 endpoint host:port; defaults to s3_host:s3_port")
     s3_secure: bool = Field(False, description="use HTTPS for S3")
-    s3_unsigned_payload: bool = Field(
-        False,
-        description="sign UNSIGNED-PAYLOAD instead of each body's SHA-256 over plain HTTP: about 1.2 s of client + "
-        "server CPU less per GB written (bench/s3_access.py); body integrity then rests on TCP, so keep it for "
-        "loopback or trusted links (over HTTPS the client sends UNSIGNED-PAYLOAD anyway)",
+    s3_unsigned_payload: bool | None = Field(
+        None,
+        description="sign UNSIGNED-PAYLOAD instead of each body's SHA-256: about 1.4 s of client + server CPU less "
+        "per GB written (bench/s3_access.py). Body integrity then rests on the transport, so the default (unset) "
+        "does it only where that is safe: over HTTPS, or to a loopback endpoint such as the local stack's",
     )
     s3_access_key: SecretStr = Field(SecretStr(LOCAL_ACCESS_KEY), description="S3 access key id")
     s3_secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), description="S3 secret access key")
@@ -298,6 +299,14 @@ class Settings(BaseSettings):
         return f"{'https' if self.s3_secure else 'http'}://{self.s3_address}"
 
     @property
+    def s3_unsigned(self) -> bool:
+        """Whether S3 clients send UNSIGNED-PAYLOAD: ``s3_unsigned_payload``, or when unset, over HTTPS or to a
+        loopback endpoint (where TLS or the kernel, not a SHA-256 of the body, keeps it intact)."""
+        if self.s3_unsigned_payload is not None:
+            return self.s3_unsigned_payload
+        return self.s3_secure or _is_loopback(self.s3_address.rpartition(":")[0] or self.s3_address)
+
+    @property
     def prometheus_url(self) -> str:
         """Base URL of Prometheus."""
         return f"http://{self.prometheus_host}:{self.prometheus_port}"
@@ -362,3 +371,14 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             os.environ.pop(CONFIG_ENV, None)
         else:
             os.environ[CONFIG_ENV] = previous
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, or a loopback IP address (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -89,5 +89,6 @@ def s3_store(settings: Settings | None, bucket: str, prefix: str, *, read_only: 
         secret_access_key=s.s3_secret_key.get_secret_value(),
         client_options=options,
         retry_config=retry,
+        unsigned_payload=s.s3_unsigned,  # 1.4 core-s less per GB of chunks written (bench/s3_access.py)
     )
     return OutageAwareStore(store, read_only=read_only)

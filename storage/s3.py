@@ -153,7 +153,7 @@ class S3Store(ObjectStore):
             connect_timeout=settings.faults.s3_connect_timeout_s,
             read_timeout=settings.faults.s3_read_timeout_s,
             max_connections=max_connections,
-            unsigned_payload=settings.s3_unsigned_payload,
+            unsigned_payload=settings.s3_unsigned,
         )
         store = cls(client, bucket or settings.s3_bucket, endpoint=settings.s3_url, retry=outage_retry(settings))
         if create_bucket:

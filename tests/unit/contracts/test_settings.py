@@ -28,6 +28,25 @@ def test_defaults_point_at_the_local_stack_on_non_standard_ports() -> None:
     assert {s.kafka_port, s.s3_port, s.prometheus_port}.isdisjoint({9092, 9000, 9090})
 
 
+@pytest.mark.parametrize(
+    ("options", "unsigned"),
+    [
+        ({}, True),  # the local stack: loopback
+        ({"s3_endpoint": "localhost:9000"}, True),
+        ({"s3_endpoint": "[::1]:9000"}, True),
+        ({"s3_endpoint": "10.0.0.7:9000"}, False),  # plain HTTP across a network: the body's SHA-256 is signed
+        ({"s3_endpoint": "minio:9000"}, False),
+        ({"s3_endpoint": "s3.example.org", "s3_secure": True}, True),  # TLS keeps the body intact
+        ({"s3_endpoint": "10.0.0.7:9000", "s3_unsigned_payload": True}, True),  # an explicit choice wins
+        ({"s3_unsigned_payload": False}, False),
+    ],
+)
+def test_unsigned_payloads_only_where_the_transport_keeps_the_body_intact(
+    options: dict[str, object], unsigned: bool
+) -> None:
+    assert Settings(**options).s3_unsigned is unsigned
+
+
 def test_env_overrides_flat_and_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XCORRFLOW_KAFKA_BOOTSTRAP", "broker:1234")
     monkeypatch.setenv("XCORRFLOW_S3_PORT", "29000")
