@@ -186,24 +186,29 @@ class Stacker(TransactionalLoop):
         return Output(state=[(f"w:{window}", plan.record())])
 
     # --- stacking ------------------------------------------------------------------------------------------
-    def work(self) -> None:
-        """Finish an intent left by a crash, else stack one ready (window, group), else close a finished window."""
+    def work(self) -> bool:
+        """Finish an intent left by a crash, else stack one ready (window, group), else close a finished window.
+
+        Returns:
+            True when it did one of these (there may be more), False when nothing was ready.
+        """
         for window in list(self.intents):
             self._finish(window, self.intents[window])
-            return
+            return True
         if not self._changed:
-            return
+            return False
         self._register()
         for plan in sorted(self.plans.values(), key=lambda p: p.window):
             for start, stop in groups(self.stacks.n_pairs, self.group_pairs):
                 if plan.ready(start, stop, self.registry):
                     self._stack(plan, start, stop)
-                    return
+                    return True
             if not plan.done and plan.complete(self.registry):
                 self._close(plan)
-                return
+                return True
         self._changed = False
         WINDOWS_OPEN.set(sum(1 for p in self.plans.values() if not p.done))
+        return False
 
     def _register(self) -> None:
         """Grow the stacks to the registered stations (the contiguous prefix of registry indices)."""

@@ -77,3 +77,30 @@ def test_a_crash_before_the_commit_loses_the_step_whole(broker: MemoryBroker, po
     assert restarted.counts == {"a": 2, "b": 1}, "each input counted once"
     assert [m.value() for m in broker.messages("tally-state")] == [b"1", b"2", b"1"]
     assert broker.committed["tally"] == {("in", 0): 3}
+
+
+def test_a_poll_waits_for_its_batch_only_while_there_is_no_work(broker: MemoryBroker) -> None:
+    """A turn whose work did something polls without waiting; an idle one waits ``poll_timeout`` to batch."""
+
+    class Busy(Tally):
+        turns = 0
+
+        def work(self) -> bool:
+            self.turns += 1
+            if self.turns == 4:
+                self.stop()
+            return self.turns in (1, 2)
+
+    loop = Busy(broker)
+    loop.poll_timeout = 0.25
+    waits: list[float] = []
+    consume = loop.checkpoint.consume
+
+    def spy(max_messages: int, timeout: float) -> list[Message]:
+        waits.append(timeout)
+        return consume(max_messages, 0)
+
+    loop.checkpoint.consume = spy  # type: ignore[method-assign]
+    loop.run()
+    assert waits == [0.25, 0.0, 0.0, 0.25]
+    assert loop.counts == {"a": 2, "b": 1}
