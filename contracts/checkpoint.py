@@ -144,6 +144,17 @@ class Checkpoint(ABC):
     def commit(self, out: Output, batch: list[Message]) -> bool:
         """Publish ``out`` with the offsets of ``batch``; False when it did not land, or may not have."""
 
+    def landed(self, out: Output, started: float | None = None) -> bool:
+        """Account for ``out`` once it landed: its events count as published (an aborted transaction's are
+        consumed and sent again, so they are not counted before), one more commit, and a transaction's duration
+        when it ``started`` (monotonic seconds)."""
+        for _, _, event in out.events:
+            EVENTS_OUT.labels(service=self.service, type=event.type).inc()
+        self.commits += 1
+        if started is not None:
+            TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - started)
+        return True
+
     def rewind(self, batch: list[Message]) -> None:
         """Seek every partition of ``batch`` back to its first message, so the batch is consumed again.
 
@@ -177,12 +188,6 @@ def _publish(producer: Producer, out: Output, state_topic: str = "") -> None:
         producer.produce(state_topic, key=key.encode(), value=value)
 
 
-def _count_out(out: Output, service: str) -> None:
-    """Count published events once they landed (an aborted transaction's are consumed and sent again)."""
-    for _, _, event in out.events:
-        EVENTS_OUT.labels(service=service, type=event.type).inc()
-
-
 class StoredOffsets(Checkpoint):
     """At least once: publish, wait for every acknowledgement, then store the batch's offsets for auto-commit.
 
@@ -204,8 +209,7 @@ class StoredOffsets(Checkpoint):
             except KafkaException as exc:  # revoked meanwhile: the new owner starts from the committed offset
                 log.info("offset of %s[%s]@%s not stored (%s); it will be redelivered", msg.topic(), msg.partition(),
                          msg.offset(), exc.args[0].str())  # fmt: skip
-        self.commits += 1
-        return True
+        return self.landed(out)
 
     def _deliver(self, out: Output) -> bool:
         if self.producer is None:
@@ -227,7 +231,6 @@ class StoredOffsets(Checkpoint):
             log.warning("%s: output not delivered (%s); the batch will be consumed again", self.service,
                         failed[0].str())  # fmt: skip
             return False
-        _count_out(out, self.service)
         return True
 
 
@@ -246,10 +249,7 @@ class MemberTransactions(Checkpoint):
         t0 = time.monotonic()
         if not self.txn.commit(lambda p: _publish(p, out), lambda: next_offsets(batch), self.consumer):
             return False
-        _count_out(out, self.service)
-        self.commits += 1
-        TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - t0)
-        return True
+        return self.landed(out, t0)
 
     def rewind_unsettled(self, batch: list[Message]) -> None:
         rewind_to_committed(self.consumer)
@@ -284,11 +284,8 @@ class GroupTransactions(Checkpoint):
         offsets = self._positions if with_offsets else None
         if not self.txn.commit(lambda p: _publish(p, out, self.state_topic), offsets, self.consumer):
             return False
-        _count_out(out, self.service)
         self.offsets_pending = self.offsets_pending and not with_offsets
-        self.commits += 1
-        TXN_SECONDS.labels(service=self.service).observe(time.monotonic() - t0)
-        return True
+        return self.landed(out, t0)
 
     def rewind(self, batch: list[Message]) -> None:
         self.recover()
