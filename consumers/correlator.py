@@ -322,4 +322,5 @@ class Correlator:
         block, n_common = task_block(task.row, task.columns, batch, failed)
         self.windows.write(task.window, task.slot, block)
         skipped = {s.b if s.a == task.row else s.a: s.reason for s in batch.skipped}
-        return replace(manifest, n_common=n_common, skipped=skipped, failed=failed)
+        coordinates = {p.seed_id: p.coordinates.to_dict() for p in (row, *columns) if p.coordinates}
+        return replace(manifest, n_common=n_common, skipped=skipped, failed=failed, coordinates=coordinates)

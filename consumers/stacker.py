@@ -52,7 +52,7 @@ from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.product import Coordinates
-from results.manifest import FAILED
+from results.manifest import FAILED, TaskManifest
 from results.products import ProductStore
 from results.stacks import StackChunk, StackStore, apply, fingerprint
 from results.windows import SlotIndex, WindowStore, gather
@@ -103,6 +103,7 @@ class Stacker(TransactionalLoop):
         self.registry: dict[str, int] = {}
         self.intents: dict[str, dict[str, object]] = {}
         self.arrivals: dict[str, str] = {}  # latest raw arrival per window (observability only: not in the state)
+        self.positions: dict[str, Coordinates] = {}  # station positions the task manifests gave
         self._registered = len(stacks.stations())  # stations whose pairs the stack arrays already hold
         self._changed = True  # something happened since work() last found nothing to do
 
@@ -128,6 +129,12 @@ class Stacker(TransactionalLoop):
     def _reload_tasks(self, plan: WindowPlan) -> None:
         for manifest in self.products.manifests(plan.window):
             plan.add_task(manifest)
+            self._note_positions(manifest)
+
+    def _note_positions(self, manifest: TaskManifest) -> None:
+        for station, position in manifest.coordinates.items():
+            if station not in self.positions:
+                self.positions[station] = Coordinates.from_dict(position)
 
     # --- events --------------------------------------------------------------------------------------------
     def handle(self, msg: Message) -> Output:
@@ -169,6 +176,7 @@ class Stacker(TransactionalLoop):
                 raise ValueError(f"manifest {key} gives {station} index {index}; the registry says {known}")
         if event.arrived_at > self.arrivals.get(event.window, ""):  # ISO 8601 UTC strings order as times
             self.arrivals[event.window] = event.arrived_at
+        self._note_positions(manifest)
         plan = self.plans.setdefault(event.window, WindowPlan(event.window))
         if plan.add_task(manifest):
             out.state.append((f"w:{plan.window}", plan.record()))  # a window seen only through its tasks
@@ -221,10 +229,13 @@ class Stacker(TransactionalLoop):
             self._registered = len(stations)
 
     def _coordinates(self, stations: list[str]) -> dict[str, Coordinates | None]:
-        """Station positions, from the header of one product of each (read once, when the station joins)."""
+        """Station positions, as the task manifests gave them; else from one product of each (a station whose
+        manifests were all read before a restart, or written by an older correlator)."""
         coords: dict[str, Coordinates | None] = {}
         for station in stations:
-            coords[station] = None
+            coords[station] = self.positions.get(station)
+            if coords[station] is not None:
+                continue
             for plan in self.plans.values():
                 try:
                     coords[station] = self.products.get(plan.window, station).coordinates

@@ -35,6 +35,9 @@ class TaskManifest:
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     worker: str = ""
+    # positions of the row and the columns it read (those whose products give one): the stacker labels the
+    # stacks with them without reading any product again
+    coordinates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         """Compact JSON."""
@@ -57,4 +60,9 @@ class TaskManifest:
         n = len(manifest.columns)
         if len(manifest.pair_index) != n or len(manifest.n_common) != n or manifest.slot < 0:
             raise ValueError("a task manifest's columns, pair indices and counts disagree")
+        for station, position in manifest.coordinates.items():
+            if not isinstance(position, dict) or not all(
+                isinstance(position.get(k), int | float) for k in ("latitude", "longitude")
+            ):
+                raise ValueError(f"a task manifest gives {station} no latitude and longitude")
         return manifest

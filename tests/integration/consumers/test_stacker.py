@@ -17,6 +17,7 @@ import pytest
 from contracts.events import DeadLetter, DirectoryCommitted, RowCorrelated
 from contracts.settings import Settings, TopicNames
 from dsp.product import Coordinates, StationProduct, encode_product
+from results.layout import STATIONS as STATIONS_GROUP
 from results.layout import pair_index, slots_for
 from results.manifest import TaskManifest
 from results.stacks import StackStore
@@ -65,7 +66,11 @@ class Deployment:
                     self.ccfs[(window, p)] = ccf
             key = Layout(self.ns).manifest(window, row, slot)
             skipped = {c: "no common valid sub-window" for c, n in zip(cols, n_common, strict=True) if not n}
-            manifest = TaskManifest(window, row, slot, cols, pairs, n_common, index=index, skipped=skipped)
+            # as a correlator does, the manifest gives the stations' positions (the products here have none)
+            positions = {s: COORDS[s].to_dict() for s in [row, *cols]}
+            manifest = TaskManifest(
+                window, row, slot, cols, pairs, n_common, index=index, skipped=skipped, coordinates=positions
+            )
             self.store.put(key, manifest.encode())
             event = RowCorrelated(window=window, row=row, slot=slot, pairs=len(cols), columns=cols, manifest=key)
             events.append((f"{window}/{row}", event))
@@ -101,7 +106,7 @@ def _product(seed_id: str, window: str) -> StationProduct:
     return StationProduct(
         seed_id=seed_id, window=window, fs=20.0, nfft=64, k0=1, cc_len=32, step=16,
         spectra=np.zeros((1, 4), np.complex64), valid=np.ones(1, bool), gap_fraction=np.zeros(1, np.float32),
-        coordinates=COORDS[seed_id],
+        coordinates=None,
     )  # fmt: skip
 
 
@@ -195,6 +200,10 @@ def _assert_stacks(dep: Deployment, windows: list[str]) -> None:
             assert counts[p] == len(windows), (a[p], b[p], counts[p])
             np.testing.assert_allclose(chunk.linear[row], expected, rtol=1e-5, atol=1e-6)
     assert stacks.stations() == STATIONS
+    positions = stacks.root[STATIONS_GROUP]
+    for field in ("latitude", "longitude", "elevation_m"):
+        got = np.asarray(positions[field][:], dtype=np.float64)
+        np.testing.assert_allclose(got, [getattr(COORDS[s], field) for s in STATIONS], err_msg=field)
 
 
 def test_a_missing_manifest_is_dead_lettered_and_the_groups_without_it_are_stacked(

@@ -8,6 +8,8 @@ manifest, and publishes the RowCorrelated once.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -16,8 +18,9 @@ from contracts.events import PairTask, RowCorrelated, decode
 from contracts.params import ProcessingParams
 from contracts.settings import Settings
 from contracts.testing import Crash, MemoryBroker
-from dsp.product import StationProduct, encode_product
+from dsp.product import Coordinates, StationProduct, encode_product
 from results.layout import slots_for
+from results.manifest import TaskManifest
 from results.windows import WindowStore
 from results.zarrio import open_root
 from storage.layout import Layout
@@ -32,8 +35,9 @@ def world(params: ProcessingParams, products: list[StationProduct]) -> tuple[Set
     settings = Settings(namespace="t1", processing=params)
     layout, store = Layout(settings.key_prefix), MemoryStore()
     stations = [p.seed_id for p in products[:3]]
-    for product in products[:3]:
-        store.put(layout.product(WINDOW, product.seed_id), encode_product(product))
+    for i, product in enumerate(products[:3]):
+        placed = dataclasses.replace(product, coordinates=Coordinates(45.0 + i, 7.0 + i, 10.0 * i))
+        store.put(layout.product(WINDOW, product.seed_id), encode_product(placed))
     windows = WindowStore(open_root("memory://"), params)
     windows.ensure(WINDOW, slots_for(2))
     task = PairTask(
@@ -79,6 +83,10 @@ def test_a_task_is_published_once_with_its_offset(world: tuple[Settings, MemoryS
     assert row.pairs == 2 and store.exists(row.manifest)
     assert broker.committed["correlate"] == {(settings.topics.pairs, 0): 1}
     assert broker.messages(settings.topics.dlq) == []
+    manifest = TaskManifest.decode(store.get(row.manifest))
+    assert {s: c["latitude"] for s, c in manifest.coordinates.items()} == {
+        s: 45.0 + i for i, s in enumerate(sorted(manifest.index, key=manifest.index.__getitem__))
+    }, "the positions of the row and its columns ride with the manifest"
 
 
 @pytest.mark.parametrize("point", ["produce", "send_offsets_to_transaction", "commit_transaction"])

@@ -73,3 +73,13 @@ def test_a_listed_key_is_checked_before_the_store_is_asked() -> None:
     assert domain.listed("prep/x.npz") and not domain.listed("prep/y.npz")
     with pytest.raises(InvalidKey):
         domain.listed("prep/../../etc/passwd")
+
+
+def test_a_manifest_carries_the_positions_of_its_stations_and_refuses_a_bad_one() -> None:
+    position = {"latitude": 45.1, "longitude": 7.2, "elevation_m": 10.0}
+    placed = dataclasses.replace(manifest("XX.B..HHZ", 0), coordinates={"XX.B..HHZ": position})
+    assert TaskManifest.decode(placed.encode()).coordinates == {"XX.B..HHZ": position}
+    assert TaskManifest.decode(manifest("XX.B..HHZ", 0).encode()).coordinates == {}, "older manifests have none"
+    bad = placed.encode().replace(b'"latitude":45.1', b'"latitude":"north"')
+    with pytest.raises(ValueError, match="no latitude"):
+        TaskManifest.decode(bad)
