@@ -22,7 +22,8 @@ if [ ! -f "$data/meta.properties" ]; then
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
   java -cp "$home/libs/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" --ignore-formatted
 fi
+# C1 only, as the native stack (xcorrflow/localstack/kafka.py): C2 compiling cost the broker most of its CPU
 # shellcheck disable=SC2086 # the heap options are a list of words
-exec java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+exec java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
   -Dlog4j2.configurationFile=$home/log4j2.properties -Dkafka.logs.dir=/var/log/kafka \
   -cp "$home/libs/*" kafka.Kafka "$props"
