@@ -252,3 +252,16 @@ def test_applying_a_window_again_after_a_crash_finishes_it_once(tmp_path: Path, 
 
 def _crcs(store: StackStore, k: int) -> dict[str, int]:
     return {n: fingerprint(a) for n, a in store.read(k).arrays().items()}
+
+
+@pytest.mark.parametrize("rows", [[1, 2, 3], [0, 2, 3], [3, 1]], ids=["one run", "gaps", "descending"])
+def test_running_means_match_the_mean_of_the_windows_added(rows: list[int]) -> None:
+    rng = np.random.default_rng(3)
+    chunk = StackChunk(0, np.full((5, 7), np.nan, np.float32), np.zeros(5, np.int32))
+    windows = [rng.standard_normal((len(rows), 7)).astype(np.float32) for _ in range(4)]
+    for ccfs in windows:
+        chunk.add(np.array(rows), ccfs)
+    np.testing.assert_allclose(chunk.linear[rows], np.mean(windows, axis=0), rtol=1e-6, atol=1e-6)
+    untouched = [r for r in range(5) if r not in rows]
+    assert np.isnan(chunk.linear[untouched]).all() and (chunk.count[untouched] == 0).all()
+    assert (chunk.count[rows] == 4).all()
