@@ -61,8 +61,10 @@ class TaskManifest:
         if len(manifest.pair_index) != n or len(manifest.n_common) != n or manifest.slot < 0:
             raise ValueError("a task manifest's columns, pair indices and counts disagree")
         for station, position in manifest.coordinates.items():
-            if not isinstance(position, dict) or not all(
-                isinstance(position.get(k), int | float) for k in ("latitude", "longitude")
+            if not (
+                isinstance(position, dict)
+                and {"latitude", "longitude"} <= position.keys()
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in position.values())
             ):
-                raise ValueError(f"a task manifest gives {station} no latitude and longitude")
+                raise ValueError(f"a task manifest gives {station} no numeric latitude and longitude")
         return manifest

@@ -80,6 +80,7 @@ def test_a_manifest_carries_the_positions_of_its_stations_and_refuses_a_bad_one(
     placed = dataclasses.replace(manifest("XX.B..HHZ", 0), coordinates={"XX.B..HHZ": position})
     assert TaskManifest.decode(placed.encode()).coordinates == {"XX.B..HHZ": position}
     assert TaskManifest.decode(manifest("XX.B..HHZ", 0).encode()).coordinates == {}, "older manifests have none"
-    bad = placed.encode().replace(b'"latitude":45.1', b'"latitude":"north"')
-    with pytest.raises(ValueError, match="no latitude"):
-        TaskManifest.decode(bad)
+    for good, bad in [(b'"latitude":45.1', b'"latitude":"north"'), (b'"elevation_m":10.0', b'"elevation_m":true'),
+                      (b'"longitude":7.2,', b"")]:  # fmt: skip
+        with pytest.raises(ValueError, match="no numeric latitude"):
+            TaskManifest.decode(placed.encode().replace(good, bad))
