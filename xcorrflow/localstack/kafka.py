@@ -136,8 +136,8 @@ class KafkaService(Service):
                 "-Xms256m",
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
-                # C1 only: C2 spent most of the broker's CPU compiling. 300-transaction loops on a fresh broker
-                # cost 3.4-5.2 ms of broker CPU each, against 4.9-10.7 with C2 even after 3,000 transactions;
+                # C1 only: C2 spent most of the broker's CPU compiling. Six 400-transaction loops on a fresh
+                # broker cost 3.9-5.2 ms of broker CPU per transaction, against 10.7 falling to 4.9-6.1 with C2;
                 # at N = 260 streaming the broker took 5.8-6.4 core-s instead of 9.7-14.4.
                 "-XX:TieredStopAtLevel=1",
                 "-Djava.awt.headless=true",
