@@ -36,9 +36,14 @@ def pom_kafka_version(pom: Path = POM) -> str:
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, base64url without padding (what ``StorageTool random-uuid`` prints).
 
-    Generating it here saves one JVM start (several seconds) on the first ``make up``.
+    Generating it here saves one JVM start (several seconds) on the first ``make up``. Like Kafka's own
+    ``Uuid.randomUuid`` it never starts with ``-``: one id in 64 would, and ``kafka-storage format -t -…``
+    then reads the id as an option and fails (a CI run failed so).
     """
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaService(Service):

@@ -19,7 +19,11 @@ env | grep '^KAFKA_' | grep -v '^KAFKA_HEAP_OPTS=' | while IFS='=' read -r name 
 done >> "$props"
 
 if [ ! -f "$data/meta.properties" ]; then
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # never a leading '-' (1 id in 64), which StorageTool would read as an option: Kafka's Uuid.randomUuid skips those too
+  cluster_id=-
+  while [ "${cluster_id#-}" != "$cluster_id" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   java -cp "$home/libs/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" --ignore-formatted
 fi
 # C1 only, as the native stack (xcorrflow/localstack/kafka.py): C2 compiling cost the broker most of its CPU
