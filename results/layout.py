@@ -38,6 +38,10 @@ import math
 
 import numpy as np
 
+# registry indices a manifest may give: the stacker's plan of a window is dense by canonical pair (15 bytes
+# each), so this bounds what a forged manifest can make it allocate (3 GB); at +-200 s and 20 Hz, the stacks of
+# this many stations would take 6.4 PB
+MAX_STATIONS = 20_000
 CHUNK_PAIRS = 64  # slots per chunk of a window's ccf array: 2 MB at +-200 s and 20 Hz
 STACK_CHUNK_PAIRS = 128  # pairs per chunk of the stack arrays: 4 MB linear
 WINDOWS = "windows"

@@ -15,10 +15,15 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from contracts.boundedjson import load_bounded_json
+from results.layout import MAX_STATIONS, pair_index
 
 FAILED = -1  # n_common of a pair whose task could not correlate it
 _MAX_BYTES = 4 * 1024 * 1024
 _MAX_DEPTH = 4
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,17 @@ class TaskManifest:
         n = len(manifest.columns)
         if len(manifest.pair_index) != n or len(manifest.n_common) != n or manifest.slot < 0:
             raise ValueError("a task manifest's columns, pair indices and counts disagree")
+        if not all(_count(p) and p >= 0 for p in manifest.pair_index) or not all(map(_count, manifest.n_common)):
+            raise ValueError("a task manifest's pair indices must be whole numbers >= 0, its counts whole numbers")
+        if manifest.index:  # the stacker sizes its plan by pair index: each must be the one the registry gives
+            if not all(_count(i) and 0 <= i < MAX_STATIONS for i in manifest.index.values()):
+                raise ValueError(f"a task manifest's registry indices must be whole numbers in [0, {MAX_STATIONS})")
+            try:
+                canonical = [pair_index(manifest.index[manifest.row], manifest.index[c]) for c in manifest.columns]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"a task manifest's registry indices are incomplete or invalid: {exc}") from exc
+            if canonical != manifest.pair_index:
+                raise ValueError("a task manifest's pair indices are not those of its registry indices")
         for station, position in manifest.coordinates.items():
             if not (
                 isinstance(position, dict)

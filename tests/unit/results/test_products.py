@@ -84,3 +84,21 @@ def test_a_manifest_carries_the_positions_of_its_stations_and_refuses_a_bad_one(
                       (b'"longitude":7.2,', b"")]:  # fmt: skip
         with pytest.raises(ValueError, match="no numeric latitude"):
             TaskManifest.decode(placed.encode().replace(good, bad))
+
+
+def test_a_manifest_whose_pair_indices_are_not_its_registry_indices_is_refused() -> None:
+    indexed = TaskManifest(WINDOW, "XX.C..HHZ", 0, ["XX.A..HHZ", "XX.B..HHZ"], [1, 2], [3, 3],
+                           index={"XX.A..HHZ": 0, "XX.B..HHZ": 1, "XX.C..HHZ": 2})  # fmt: skip
+    assert TaskManifest.decode(indexed.encode()) == indexed
+    forged = [
+        ({"pair_index": [1, 5]}, "not those of its registry"),
+        ({"pair_index": [1, -2]}, "whole numbers >= 0"),
+        ({"pair_index": [1, 2.0]}, "whole numbers >= 0"),
+        ({"n_common": [3, "3"]}, "whole numbers"),
+        ({"index": {**indexed.index, "XX.C..HHZ": 10**9}}, r"in \[0, 20000\)"),
+        ({"index": {"XX.A..HHZ": 0, "XX.C..HHZ": 2}}, "incomplete or invalid"),
+        ({"index": {**indexed.index, "XX.B..HHZ": 2}}, "incomplete or invalid"),  # the row's own index
+    ]
+    for change, reason in forged:
+        with pytest.raises(ValueError, match=reason):
+            TaskManifest.decode(dataclasses.replace(indexed, **change).encode())  # type: ignore[arg-type]
