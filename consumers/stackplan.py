@@ -7,8 +7,9 @@ skipped for want of common data, or one whose task failed; a pair whose announce
 back counts as failed too. A *group* is a range of canonical pair indices (a
 run of stack chunks that fits the stacker's memory budget); it is ready in a window once every expected pair
 in it has been received and some received CCF is not in the stacks yet. Everything here is deterministic, so
-a stacker that restarts rebuilds the same plan from its state records and the manifests. The sets are numpy
-arrays: at 520 stations a window has 134,940 pairs, and the stacker asks about them every loop turn.
+a stacker that restarts rebuilds the same plan from its state records and the manifests. The sets are dense
+numpy arrays by canonical pair index: at 520 stations a window has 134,940 pairs (1.8 MB of plan), and the
+stacker asks about them every loop turn.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from results.manifest import FAILED, TaskManifest
 
 
 @dataclass
-class Received:
-    """Every received pair of a window, sorted by canonical index: its slot and its common sub-windows."""
-
-    pairs: np.ndarray  # int64, sorted
-    slots: np.ndarray  # int64
-    n_common: np.ndarray  # int32 (> 0 CCF, 0 skipped, FAILED)
-
-
-@dataclass
 class WindowPlan:
-    """One window: expected stations, the tasks received, the pairs already stacked."""
+    """One window: expected stations, the tasks received, the pairs already stacked.
+
+    The received pairs are dense arrays by canonical index (a pair's slot, -1 until a task names it, and its
+    ``n_common``), so a task adds its own pairs only and a question about a group reads that group's range.
+    Sorted sets rebuilt from every manifest on every event cost the stacker 6-7 core-s per window at N = 520.
+    """
 
     window: str
     expected: list[str] | None = None  # None until the window's directory commits
@@ -43,44 +40,54 @@ class WindowPlan:
     included: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by canonical index
     unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # announced CCF unreadable
     done: bool = False  # every expected pair is accounted for, and the window's index is written
-    _received: Received | None = field(default=None, repr=False)
-    _expected: tuple[int, np.ndarray] | None = field(default=None, repr=False)  # (registry size, pairs)
+    _slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # by pair; -1: none
+    _n_common: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), repr=False)  # by pair
+    # (registry size, expected-pair mask by canonical index, registry indices of the expected stations in it)
+    _expected: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _below: tuple[int, int | float] | None = field(default=None, repr=False)  # (registry size, known_below)
 
     def add_task(self, manifest: TaskManifest) -> bool:
-        """Record a task's manifest; False when it was known already."""
+        """Record a task's manifest; False when it was known already. A pair another task named first keeps
+        that task's slot."""
         key = (manifest.row, manifest.slot)
         if key in self.tasks:
             return False
         self.tasks[key] = manifest
-        self._received = None
+        pairs, first = np.unique(np.asarray(manifest.pair_index, np.int64), return_index=True)
+        if pairs.size:
+            top = int(pairs[-1]) + 1
+            self._slot, self._n_common = _grow(self._slot, top, -1), _grow(self._n_common, top, 0)
+            new = self._slot[pairs] < 0
+            self._slot[pairs[new]] = manifest.slot + first[new]
+            self._n_common[pairs[new]] = np.asarray(manifest.n_common, np.int32)[first[new]]
         return True
 
     def set_expected(self, stations: list[str]) -> None:
         """The stations the window's directory commit lists (a later, larger commit adds to them)."""
         self.expected = sorted(set(self.expected or []) | set(stations))
-        self._expected = None
+        self._expected = self._below = None
 
-    def received(self) -> Received:
-        """The received pairs (first task wins if two name the same pair)."""
-        if self._received is None:
-            ms = list(self.tasks.values())
-            pairs = np.concatenate([np.asarray(m.pair_index, np.int64) for m in ms]) if ms else np.zeros(0, np.int64)
-            slots = np.concatenate([m.slot + np.arange(len(m.columns)) for m in ms]) if ms else np.zeros(0, np.int64)
-            counts = np.concatenate([np.asarray(m.n_common, np.int32) for m in ms]) if ms else np.zeros(0, np.int32)
-            pairs, first = np.unique(pairs, return_index=True)
-            self._received = Received(pairs, slots[first].astype(np.int64), counts[first])
-        return self._received
-
-    def expected_pairs(self, registry: dict[str, int]) -> np.ndarray | None:
-        """Sorted canonical indices of the expected pairs among the stations with a known registry index; None
-        until the window's directory commits."""
+    def expected_mask(self, registry: dict[str, int]) -> np.ndarray | None:
+        """Which canonical pairs are expected, among the stations with a known registry index (beyond the
+        mask's end: none); None until the window's directory commits. The registry only grows, so each new
+        station adds its own pairs."""
         if self.expected is None:
             return None
         if self._expected is None or self._expected[0] != len(registry):
+            mask, known = self._expected[1:] if self._expected else (np.zeros(0, bool), np.zeros(0, np.int64))
             idx = np.array(sorted(registry[s] for s in self.expected if s in registry), dtype=np.int64)
-            i, j = np.triu_indices(idx.size, k=1)
-            self._expected = (len(registry), np.sort(pair_indices(idx[j], idx[i])))
+            new = np.setdiff1d(idx, known, assume_unique=True)
+            if new.size:
+                mask = _grow(mask, int(idx[-1]) * (int(idx[-1]) + 1) // 2, False)
+                a, b = np.repeat(new, idx.size), np.tile(idx, new.size)
+                mask[pair_indices(a[a != b], b[a != b])] = True
+            self._expected = (len(registry), mask, idx)
         return self._expected[1]
+
+    def expected_pairs(self, registry: dict[str, int]) -> np.ndarray | None:
+        """Sorted canonical indices of the expected pairs (see :meth:`expected_mask`)."""
+        mask = self.expected_mask(registry)
+        return None if mask is None else np.flatnonzero(mask)
 
     def known_below(self, registry: dict[str, int]) -> int | float:
         """The canonical index below which every expected pair is known: an expected station whose registry
@@ -88,11 +95,14 @@ class WindowPlan:
         beyond ``m(m-1)/2`` for the first such free index ``m`` (infinite when every station is known)."""
         if self.expected is None:
             return 0
-        if all(s in registry for s in self.expected):
-            return math.inf
-        taken = set(registry.values())
-        free = next(i for i in range(len(taken) + 1) if i not in taken)
-        return free * (free - 1) // 2
+        if self._below is None or self._below[0] != len(registry):
+            below: int | float = math.inf
+            if not all(s in registry for s in self.expected):
+                taken = set(registry.values())
+                free = next(i for i in range(len(taken) + 1) if i not in taken)
+                below = free * (free - 1) // 2
+            self._below = (len(registry), below)
+        return self._below[1]
 
     def is_included(self, pairs: np.ndarray) -> np.ndarray:
         """Whether each canonical pair's CCF of this window is in the stacks."""
@@ -112,33 +122,34 @@ class WindowPlan:
 
     def todo(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Received CCFs of pairs in ``[start, stop)`` not yet stacked: ``(pairs, slots)``, sorted by pair."""
-        r = self.received()
-        lo, hi = np.searchsorted(r.pairs, [start, stop])
-        pairs, slots, counts = r.pairs[lo:hi], r.slots[lo:hi], r.n_common[lo:hi]
-        keep = (counts > 0) & ~self.is_included(pairs) & ~self.is_unreadable(pairs)
-        return pairs[keep], slots[keep]
+        slots = _span(self._slot, start, stop, -1)
+        keep = (slots >= 0) & (_span(self._n_common, start, stop, 0) > 0)
+        keep &= ~_span(self.included, start, stop, False) & ~_span(self.unreadable, start, stop, False)
+        at = np.flatnonzero(keep)
+        return at + start, slots[at]
 
     def ready(self, start: int, stop: int, registry: dict[str, int]) -> bool:
         """Every expected pair in ``[start, stop)`` received, and some CCF there not stacked yet."""
-        expected = self.expected_pairs(registry)
+        expected = self.expected_mask(registry)
         if expected is None or stop > self.known_below(registry):
             return False
-        lo, hi = np.searchsorted(expected, [start, stop])
-        if not np.isin(expected[lo:hi], self.received().pairs, assume_unique=True).all():
+        if (_span(expected, start, stop, False) & (_span(self._slot, start, stop, -1) < 0)).any():
             return False
         return bool(self.todo(start, stop)[0].size)
 
     def accounted(self, registry: dict[str, int]) -> tuple[int, int, int, int]:
         """``(stacked, skipped, failed, expected)`` pairs of the window (expected -1 while unknown)."""
-        r = self.received()
-        expected = self.expected_pairs(registry)
-        mask = np.ones(r.pairs.size, bool) if expected is None else np.isin(r.pairs, expected, assume_unique=True)
-        counts, pairs = r.n_common[mask], r.pairs[mask]
-        included = self.is_included(pairs)
-        lost = (counts > 0) & ~included & self.is_unreadable(pairs)
-        stacked = int(included.sum())
-        skipped, failed = int((counts == 0).sum()), int((counts == FAILED).sum() + lost.sum())
-        return stacked, skipped, failed, -1 if expected is None else int(expected.size)
+        size = self._slot.size
+        mask = self.expected_mask(registry)
+        counted = self._slot >= 0
+        if mask is not None:
+            counted &= _span(mask, 0, size, False)
+        included = counted & _span(self.included, 0, size, False)
+        lost = counted & (self._n_common > 0) & ~included & _span(self.unreadable, 0, size, False)
+        stacked = int(np.count_nonzero(included))
+        skipped = int(np.count_nonzero(counted & (self._n_common == 0)))
+        failed = int(np.count_nonzero(counted & (self._n_common == FAILED)) + np.count_nonzero(lost))
+        return stacked, skipped, failed, -1 if mask is None else int(mask.sum())
 
     def complete(self, registry: dict[str, int]) -> bool:
         """Every expected pair is stacked, skipped or failed (every expected station's index known)."""
@@ -165,6 +176,23 @@ class WindowPlan:
             unreadable=_unpack(data.get("unreadable", "")),
             done=bool(data["done"]),
         )
+
+
+def _grow(values: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
+    """``values`` extended with ``fill`` to at least ``size`` entries."""
+    if values.size >= size:
+        return values
+    return np.concatenate([values, np.full(size - values.size, fill, dtype=values.dtype)])
+
+
+def _span(values: np.ndarray, start: int, stop: int, fill: int | bool) -> np.ndarray:
+    """``values[start:stop]``, with ``fill`` where it reaches beyond the array's end."""
+    if values.size >= stop:
+        return values[start:stop]
+    out = np.full(stop - start, fill, dtype=values.dtype)
+    if values.size > start:
+        out[: values.size - start] = values[start:]
+    return out
 
 
 def _lookup(bits: np.ndarray, pairs: np.ndarray) -> np.ndarray:

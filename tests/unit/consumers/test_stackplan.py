@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumers.stackplan import WindowPlan
 from results.layout import pair_index
@@ -64,3 +68,65 @@ def test_a_station_without_a_registry_index_holds_back_the_pairs_it_could_take()
     assert plan.known_below(REGISTRY) == 6  # its index is at least 4: pairs from 4 * 3 / 2 on
     assert plan.ready(0, 6, REGISTRY) and not plan.ready(0, 7, REGISTRY)
     assert not plan.complete(REGISTRY)
+
+
+def _reference(
+    tasks: list[TaskManifest], expected: list[str], registry: dict[str, int], included: set[int], bad: set[int]
+) -> tuple[dict[tuple[int, int], list[int]], tuple[int, int, int, int]]:
+    """What a plan should answer, from plain sets: the todo of every group of 4 pairs, and the accounting."""
+    received: dict[int, tuple[int, int]] = {}  # pair -> (slot, n_common); the first task to name a pair wins
+    for m in tasks:
+        for k, p in enumerate(m.pair_index):
+            received.setdefault(p, (m.slot + k, m.n_common[k]))
+    known = [registry[s] for s in expected if s in registry]
+    want = {pair_index(i, j) for i in known for j in known if i > j}
+    todo: dict[tuple[int, int], list[int]] = {}
+    for start in range(0, 28, 4):
+        todo[(start, start + 4)] = sorted(
+            p for p in received if start <= p < start + 4 and received[p][1] > 0 and p not in included | bad
+        )
+    mine = {p: received[p] for p in received if p in want}
+    stacked = len([p for p in mine if p in included])
+    skipped = len([p for p, (_, n) in mine.items() if n == 0])
+    failed = len([p for p, (_, n) in mine.items() if n == FAILED or (n > 0 and p not in included and p in bad)])
+    return todo, (stacked, skipped, failed, len(want))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_dense_plan_answers_as_plain_sets_do(data: st.DataObject) -> None:
+    names = [f"XS.R{i}..HHZ" for i in range(8)]
+    registry = {s: i for i, s in enumerate(names) if data.draw(st.booleans(), label=f"known {s}")}
+    expected = data.draw(st.lists(st.sampled_from(names), unique=True), label="expected")
+    plan = WindowPlan(W)
+    plan.set_expected(expected)
+    tasks, slot = [], 0
+    for row in data.draw(st.lists(st.integers(1, 7), max_size=10), label="rows"):
+        columns = data.draw(st.lists(st.integers(0, row - 1), min_size=1, unique=True), label="columns")
+        counts = data.draw(st.lists(st.sampled_from([FAILED, 0, 1, 3]), min_size=len(columns), max_size=len(columns)))
+        task = TaskManifest(W, names[row], slot, [names[c] for c in columns], [pair_index(row, c) for c in columns],
+                            counts)  # fmt: skip
+        slot += 64
+        tasks.append(task)
+        assert plan.add_task(task) and not plan.add_task(task)
+    included = set(data.draw(st.lists(st.integers(0, 27)), label="included"))
+    bad = set(data.draw(st.lists(st.integers(0, 27)), label="unreadable"))
+    plan.include(np.array(sorted(included), dtype=np.int64))
+    plan.mark_unreadable(np.array(sorted(bad), dtype=np.int64))
+    todo, accounted = _reference(tasks, expected, registry, included, bad)
+    for (start, stop), pairs in todo.items():
+        got_pairs, got_slots = plan.todo(start, stop)
+        assert got_pairs.tolist() == pairs
+        first: dict[int, int] = {}
+        for m in tasks:
+            for k, p in enumerate(m.pair_index):
+                first.setdefault(p, m.slot + k)
+        assert got_slots.tolist() == [first[p] for p in pairs]
+    assert plan.accounted(registry) == accounted
+    free = min(set(range(9)) - set(registry.values()))
+    below = math.inf if all(s in registry for s in expected) else free * (free - 1) // 2
+    known = [registry[s] for s in expected if s in registry]
+    for (start, stop), pairs in todo.items():
+        complete = all(first.get(pair_index(i, j)) is not None for i in known for j in known
+                       if i > j and start <= pair_index(i, j) < stop)  # fmt: skip
+        assert plan.ready(start, stop, registry) == (stop <= below and complete and bool(pairs))
