@@ -219,11 +219,12 @@ class StackStore:
         """Stack chunk ``index`` (NaN and 0 where no window was added yet)."""
         rows = slice(index * self.chunk_pairs, (index + 1) * self.chunk_pairs)
         phase = self.arrays.get("phase")
+        # zarr hands back a fresh array of the stored dtype: asarray keeps it (np.array copied each 4 MB again)
         return StackChunk(
             index,
-            np.array(self.arrays["linear"][rows], dtype=np.float32),
-            np.array(self.arrays["count"][rows], dtype=np.int32),
-            None if phase is None else np.array(phase[rows], dtype=np.complex64),
+            np.asarray(self.arrays["linear"][rows], dtype=np.float32),
+            np.asarray(self.arrays["count"][rows], dtype=np.int32),
+            None if phase is None else np.asarray(phase[rows], dtype=np.complex64),
         )
 
     def write(self, chunk: StackChunk, names: tuple[str, ...] = ARRAYS) -> None:
@@ -269,6 +270,7 @@ def apply(
         How many chunks were written.
     """
     written = 0
+    ordered = pairs.size < 2 or bool((np.diff(pairs) > 0).all())
     for k in sorted(crcs):
         if chunks is not None:
             chunk = chunks[k]
@@ -278,7 +280,11 @@ def apply(
             pending = tuple(n for n, a in chunk.arrays().items() if fingerprint(a) == crcs[k].get(n))
         if "count" not in pending:
             continue  # count is written last: this chunk already holds the window
-        mine = pairs // stacks.chunk_pairs == k
+        if ordered:  # the chunk's pairs are one run of the sorted pairs: views, no copy of their CCFs
+            lo, hi = np.searchsorted(pairs, [k * stacks.chunk_pairs, (k + 1) * stacks.chunk_pairs])
+            mine: slice | np.ndarray = slice(int(lo), int(hi))
+        else:
+            mine = pairs // stacks.chunk_pairs == k
         chunk.add(pairs[mine] - k * stacks.chunk_pairs, ccfs[mine])
         stacks.write(chunk, pending)
         written += 1

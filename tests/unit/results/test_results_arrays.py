@@ -265,3 +265,21 @@ def test_running_means_match_the_mean_of_the_windows_added(rows: list[int]) -> N
     untouched = [r for r in range(5) if r not in rows]
     assert np.isnan(chunk.linear[untouched]).all() and (chunk.count[untouched] == 0).all()
     assert (chunk.count[rows] == 4).all()
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_a_window_applied_in_any_pair_order_gives_the_same_stacks(tmp_path: Path, order: str) -> None:
+    stations = [f"XX.S{i}..HHZ" for i in range(6)]  # 15 pairs in chunks of 4: the last chunk part-full
+    store = _stacks(tmp_path, stations)
+    rng = np.random.default_rng(5)
+    pairs = np.array([0, 1, 2, 5, 6, 7, 8, 13, 14])  # chunks 0, 1, 2 and 3, with gaps
+    ccfs = rng.standard_normal((pairs.size, L)).astype(np.float32)
+    if order == "shuffled":
+        perm = rng.permutation(pairs.size)
+        pairs, ccfs = pairs[perm], ccfs[perm]
+    assert apply(store, pairs, ccfs, {k: _crcs(store, k) for k in range(store.n_chunks)}) == 4
+    linear = np.concatenate([store.read(k).linear for k in range(store.n_chunks)])
+    np.testing.assert_array_equal(linear[pairs], ccfs)
+    others = np.setdiff1d(np.arange(store.n_pairs), pairs)
+    assert np.isnan(linear[others]).all() and (store.counts()[pairs] == 1).all()
+
