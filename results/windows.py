@@ -24,7 +24,7 @@ from dsp.windows import window_start
 from results.errors import LayoutMismatch, ResultsError
 from results.layout import CHUNK_PAIRS, window_group
 from results.manifest import FAILED
-from results.zarrio import array, require, subgroup
+from results.zarrio import array, require, subgroup, write_whole
 from storage.errors import StorageError
 
 # Chunks per read when gathering slots: 32 MB at +-200 s and 20 Hz. zarr fetches the chunks of one read
@@ -95,7 +95,9 @@ class WindowStore:
                 attributes={"long_name": "cross-correlation", "units": "normalised"},
             )
         else:
-            array = zarr.open_array(self.root.store, path=f"{self.root.path}/{path}/ccf".lstrip("/"), mode="r+")
+            array = write_whole(
+                zarr.open_array(self.root.store, path=f"{self.root.path}/{path}/ccf".lstrip("/"), mode="r+")
+            )
         self._arrays[window] = array
         return array
 

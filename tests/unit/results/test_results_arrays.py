@@ -283,3 +283,12 @@ def test_a_window_applied_in_any_pair_order_gives_the_same_stacks(tmp_path: Path
     others = np.setdiff1d(np.arange(store.n_pairs), pairs)
     assert np.isnan(linear[others]).all() and (store.counts()[pairs] == 1).all()
 
+
+def test_chunks_that_hold_only_the_fill_value_are_written_too(tmp_path: Path) -> None:
+    """zarr would skip them after comparing each chunk with the fill value; the arrays here skip the compare."""
+    windows = WindowStore(open_root(tmp_path / "r.zarr"), PARAMS)
+    windows.ensure(W, 2 * CHUNK_PAIRS)
+    windows.write(W, CHUNK_PAIRS, np.full((3, L), np.nan, np.float32))  # a task whose pairs were all skipped
+    chunks = [p for p in (tmp_path / "r.zarr" / "windows" / W / "ccf" / "c").rglob("*") if p.is_file()]
+    assert [p.parent.name for p in chunks] == ["1"], "the all-NaN chunk 1 is stored, as one PUT"
+    assert np.isnan(windows.read(W, 0, 2 * CHUNK_PAIRS)).all()
