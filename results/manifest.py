@@ -12,7 +12,7 @@ Manifests live outside the zarr hierarchy, so zarr tools never see them; their k
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from contracts.boundedjson import load_bounded_json
 from results.layout import MAX_STATIONS, pair_index
@@ -45,8 +45,9 @@ class TaskManifest:
     coordinates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """Compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Compact JSON. The fields hold JSON values already, so no ``asdict`` (its deep copy of every list and
+        dict took 7% of a correlator's busy time at N = 260)."""
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> TaskManifest:

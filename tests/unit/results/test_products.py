@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -102,3 +103,11 @@ def test_a_manifest_whose_pair_indices_are_not_its_registry_indices_is_refused()
     for change, reason in forged:
         with pytest.raises(ValueError, match=reason):
             TaskManifest.decode(dataclasses.replace(indexed, **change).encode())  # type: ignore[arg-type]
+
+
+def test_a_manifest_encodes_every_field_as_asdict_would() -> None:
+    full = TaskManifest(WINDOW, "XX.C..HHZ", 64, ["XX.A..HHZ", "XX.B..HHZ"], [1, 2], [3, 0],
+                        index={"XX.A..HHZ": 0, "XX.B..HHZ": 1, "XX.C..HHZ": 2}, skipped={"XX.B..HHZ": "no data"},
+                        failed={}, worker="w1", coordinates={"XX.A..HHZ": {"latitude": 1.0, "longitude": 2.0}})  # fmt: skip
+    assert json.loads(full.encode()) == dataclasses.asdict(full)
+    assert TaskManifest.decode(full.encode()) == full
