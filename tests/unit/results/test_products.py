@@ -106,8 +106,10 @@ def test_a_manifest_whose_pair_indices_are_not_its_registry_indices_is_refused()
 
 
 def test_a_manifest_encodes_every_field_as_asdict_would() -> None:
-    full = TaskManifest(WINDOW, "XX.C..HHZ", 64, ["XX.A..HHZ", "XX.B..HHZ"], [1, 2], [3, 0],
-                        index={"XX.A..HHZ": 0, "XX.B..HHZ": 1, "XX.C..HHZ": 2}, skipped={"XX.B..HHZ": "no data"},
-                        failed={}, worker="w1", coordinates={"XX.A..HHZ": {"latitude": 1.0, "longitude": 2.0}})  # fmt: skip
+    full = TaskManifest(
+        WINDOW, "XX.C..HHZ", 64, ["XX.A..HHZ", "XX.B..HHZ"], [1, 2], [3, 0],
+        index={"XX.A..HHZ": 0, "XX.B..HHZ": 1, "XX.C..HHZ": 2}, skipped={"XX.B..HHZ": "no data"}, worker="w1",
+        coordinates={"XX.A..HHZ": {"latitude": 1.0, "longitude": 2.0}},
+    )  # fmt: skip
     assert json.loads(full.encode()) == dataclasses.asdict(full)
     assert TaskManifest.decode(full.encode()) == full
