@@ -162,3 +162,19 @@ def test_row_kernel_equals_reference_with_masks_and_skips(seed: int, position: i
         pa, pb = (next(p for p in prods if p.seed_id == x) for x in (skip.a, skip.b))
         assert (pa.valid & pb.valid).sum() < 2 and skip.a < skip.b
     assert len(batch.pairs) + len(batch.skipped) == len(others)
+
+
+def test_the_row_kernel_normalises_bit_for_bit_as_conjugate_then_divide() -> None:
+    from dsp.correlate import _row_cross_spectra, spectra_to_lags
+
+    rng = np.random.default_rng(11)
+    ids = [f"XX.S{i}.00.HHZ" for i in range(9)]
+    prods = [fake_product(i, random_spectra(rng), rng.random(NSUB) < 0.7) for i in ids]
+    row, others = prods[4], prods[:4] + prods[5:]  # four columns flipped, four not
+    batch = correlate_row(row, others, MAXLAG)
+    kept = [o for o in others if (o.valid & row.valid).sum() >= 1]
+    cross = _row_cross_spectra(row, kept)
+    flip = np.array([o.seed_id < row.seed_id for o in kept])
+    cross[flip] = cross[flip].conj()
+    cross /= np.array([(o.valid & row.valid).sum() for o in kept], dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(batch.ccfs, spectra_to_lags(cross, row.k0, row.nfft, MAXLAG, None))
