@@ -12,8 +12,9 @@ so no pair is ever lost. Each decision comes with the state records that make a 
 
 The core also owns where results go (:mod:`results.layout`): it gives every station a registry index the first
 time it sees it, and every task a chunk-aligned range of slots in its window's ccf array, with the columns in
-canonical pair order. Released windows (cnf, barrier) go row by row in registry order, so each task fills one
-row of the stacks' lower triangle.
+canonical pair order. Released windows (cnf, barrier) go row by row in registry order, so the tasks of a row
+fill one row of the stacks' lower triangle. A row of more than ``task_columns`` columns is split into tasks of
+that many (``Settings.task_columns``; whole chunks of slots each), so a correlator's memory per task is the same at 100 or 1,000 stations.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from contracts.events import DirectoryCommitted, FileReady, PairTask
-from results.layout import pair_index, slots_for
+from contracts.settings import Settings
+from results.layout import CHUNK_PAIRS, pair_index, slots_for
 from storage.layout import Layout
 
 Mode = Literal["streaming", "cnf", "barrier"]
@@ -71,10 +73,20 @@ def _always(_key: str) -> bool:
 class PairingCore:
     """The scheduler's state machine. Not thread-safe; one instance per scheduler."""
 
-    def __init__(self, mode: Mode, *, namespace: str = "", windows_expected: int | None = None) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        *,
+        namespace: str = "",
+        windows_expected: int | None = None,
+        task_columns: int = Settings.model_fields["task_columns"].default,
+    ) -> None:
         if mode == "barrier" and not windows_expected:
             raise ValueError("barrier mode needs the number of windows of the run (windows_expected)")
+        if task_columns < 1 or task_columns % CHUNK_PAIRS:
+            raise ValueError(f"task_columns must be a positive multiple of {CHUNK_PAIRS}, not {task_columns}")
         self.mode = mode
+        self.task_columns = task_columns
         self.namespace = namespace
         self.layout = Layout(namespace)
         self.windows_expected = windows_expected
@@ -186,29 +198,33 @@ class PairingCore:
     def _row(
         self, w: WindowState, row: StationEntry, columns: list[StationEntry], decision: Decision
     ) -> list[PairTask]:
-        """One task: ``row`` against ``columns`` (in canonical pair order), at the window's next free slots."""
+        """``row`` against ``columns`` (in canonical pair order), at the window's next free slots: one task per
+        ``task_columns`` of them, so what a correlator holds for a task does not grow with the array."""
         if not columns:
             return []
         mine = self.registry[row.station]
         columns = sorted(columns, key=lambda c: pair_index(mine, self.registry[c.station]))
-        everyone = [row, *columns]
-        slot = w.slots
-        w.slots += slots_for(len(columns))
+        tasks = []
+        for start in range(0, len(columns), self.task_columns):
+            batch = columns[start : start + self.task_columns]
+            everyone = [row, *batch]
+            tasks.append(
+                PairTask(
+                    window=w.window,
+                    directory=w.directory,
+                    row=row.station,
+                    columns=[c.station for c in batch],
+                    keys={s.station: s.key for s in everyone},
+                    ready_at=max(s.ready_at for s in everyone),
+                    arrived_at=max(s.arrived_at for s in everyone),
+                    slot=w.slots,
+                    index={s.station: self.registry[s.station] for s in everyone},
+                )
+            )
+            w.slots += slots_for(len(batch))  # a whole number of chunks: every batch but the last fills its own
         decision.grown[w.window] = w.slots
         decision.state.append(self._window_record(w))
-        return [
-            PairTask(
-                window=w.window,
-                directory=w.directory,
-                row=row.station,
-                columns=[c.station for c in columns],
-                keys={s.station: s.key for s in everyone},
-                ready_at=max(s.ready_at for s in everyone),
-                arrived_at=max(s.arrived_at for s in everyone),
-                slot=slot,
-                index={s.station: self.registry[s.station] for s in everyone},
-            )
-        ]
+        return tasks
 
     def _register(self, station: str, decision: Decision) -> None:
         """Give a station seen for the first time the next registry index."""

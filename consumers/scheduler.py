@@ -65,11 +65,21 @@ class PairScheduler(TransactionalLoop):
         self.windows_expected = windows_expected
         self.products = ProductStore(store, settings.key_prefix) if store is not None else None
         self.windows = windows  # where the tasks' CCFs go: grown before the tasks that fill it are published
-        self.core = PairingCore(mode, namespace=settings.key_prefix, windows_expected=windows_expected)
+        self.core = PairingCore(
+            mode,
+            namespace=settings.key_prefix,
+            windows_expected=windows_expected,
+            task_columns=settings.task_columns,
+        )
 
     def reset(self, records: list[tuple[str, bytes | None]]) -> None:
         """Rebuild the pairing state from the state topic."""
-        self.core = PairingCore(self.mode, namespace=self.core.namespace, windows_expected=self.windows_expected)
+        self.core = PairingCore(
+            self.mode,
+            namespace=self.core.namespace,
+            windows_expected=self.windows_expected,
+            task_columns=self.core.task_columns,
+        )
         self.core.restore(records)
 
     def handle(self, msg: Message) -> Output:

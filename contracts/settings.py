@@ -256,6 +256,14 @@ class Settings(BaseSettings):
     stack_chunk_pairs: int = Field(
         128, ge=1, description="pairs per chunk of new stack arrays (128 x 8001 lags x 4 B = 4 MB objects)"
     )
+    task_columns: int = Field(
+        128,
+        ge=64,
+        multiple_of=64,
+        description="columns per row task at most, a whole number of 64-slot CCF chunks: a correlator's arrays "
+        "for one task (cross-spectra, CCFs, the padded block) take ~12 MB at +-200 s and 20 Hz whatever the "
+        "number of stations",
+    )
 
     # --- Science -----------------------------------------------------------------------------------------------
     processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")

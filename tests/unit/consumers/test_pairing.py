@@ -114,3 +114,24 @@ def test_restart_at_any_point_repeats_and_loses_nothing(seed: int, mode: str, cu
 def test_barrier_needs_the_window_count() -> None:  # the product-key half moved to test_storage_layout.py
     with pytest.raises(ValueError, match="barrier"):
         PairingCore("barrier")
+
+
+@pytest.mark.parametrize("mode", ["streaming", "cnf"])
+def test_a_long_row_is_split_into_tasks_of_whole_chunks(mode: str) -> None:
+    stations = [f"XX.S{i:03d}..HHZ" for i in range(300)]
+    core = PairingCore(mode, namespace=NS, task_columns=128)  # type: ignore[arg-type]
+    tasks = feed(core, [ready("W1", s) for s in stations] + [committed("W1", stations)]).tasks
+    last = [t for t in tasks if t.row == stations[-1]]
+    assert [len(t.columns) for t in last] == [128, 128, 43]
+    assert [t.slot - last[0].slot for t in last] == [0, 128, 256], "each task starts a chunk, none shares one"
+    assert all(t.slot % 64 == 0 for t in tasks)
+    assert [c for t in last for c in t.columns] == stations[:-1], "canonical pair order across the row's tasks"
+    assert all(set(t.keys) == {t.row, *t.columns} == set(t.index) for t in last), "each names only its stations"
+    found = pairs_of(tasks)
+    assert len(found) == len(set(found)) and set(found) == expected_pairs({"W1": stations})
+    assert max(t.slot + len(t.columns) for t in tasks) <= core.windows["W1"].slots
+
+
+def test_task_columns_are_whole_chunks() -> None:
+    with pytest.raises(ValueError, match="multiple of 64"):
+        PairingCore("streaming", task_columns=100)
