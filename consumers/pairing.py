@@ -13,8 +13,9 @@ so no pair is ever lost. Each decision comes with the state records that make a 
 The core also owns where results go (:mod:`results.layout`): it gives every station a registry index the first
 time it sees it, and every task a chunk-aligned range of slots in its window's ccf array, with the columns in
 canonical pair order. Released windows (cnf, barrier) go row by row in registry order, so the tasks of a row
-fill one row of the stacks' lower triangle. A row of more than ``task_columns`` columns is split into tasks of
-that many (``Settings.task_columns``; whole chunks of slots each), so a correlator's memory per task is the same at 100 or 1,000 stations.
+fill one row of the stacks' lower triangle. A row of more than ``Settings.task_columns`` columns is split into
+tasks of that many (whole chunks of slots each), so a correlator's memory per task is the same at 100 or 1,000
+stations.
 """
 
 from __future__ import annotations
