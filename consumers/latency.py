@@ -100,11 +100,9 @@ class LatencyTracker:
             window = self._window_of(event.directory)
             return [] if window is None else self.tracker.committed(window, len(event.files))
         if isinstance(event, RowCorrelated) and self.layout.is_manifest(event.manifest):
-            at, out = _epoch(event.correlated_at), []
-            for column in event.columns:
-                a, b = sorted((event.row, column))
-                out += self.tracker.pair_done(event.window, a, b, at)
-            return out
+            return self.tracker.task_done(
+                event.window, event.manifest, event.row, event.columns, _epoch(event.correlated_at)
+            )
         return []
 
     @property

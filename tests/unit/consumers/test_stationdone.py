@@ -17,13 +17,14 @@ W = "20240101T000000Z"
 def test_each_station_reports_once_from_arrival_to_its_last_pair() -> None:
     t = StationTracker()
     assert t.ready(W, "A", 100.0) == [] and t.ready(W, "B", 110.0) == []
-    assert t.pair_done(W, "A", "B", 115.0) == [], "the station count is not known before the commit"
+    assert t.task_done(W, "t1", "B", ["A"], 115.0) == [], "the station count is not known before the commit"
     assert t.ready(W, "C", 130.0) == []
     assert t.committed(W, 3) == []
-    assert t.pair_done(W, "A", "C", 140.0) == [140.0 - 100.0]  # A is done with B and C
-    assert sorted(t.pair_done(W, "B", "C", 150.0)) == [150.0 - 130.0, 150.0 - 110.0]
+    assert t.task_done(W, "t1", "B", ["A"], 116.0) == [], "a task announced again counts once"
+    assert t.task_done(W, "t2", "C", ["A"], 140.0) == [140.0 - 100.0]  # A is done with B and C
+    assert sorted(t.task_done(W, "t3", "C", ["B"], 150.0)) == [150.0 - 130.0, 150.0 - 110.0]
     assert t.windows == 0, "a window whose stations are all done is forgotten"
-    assert t.pair_done(W, "B", "C", 151.0) == [], "a late duplicate reports nothing"
+    assert t.task_done(W, "t3", "C", ["B"], 151.0) == [], "a late duplicate reports nothing"
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -32,18 +33,25 @@ def test_any_order_of_facts_gives_the_same_latencies(seed: int) -> None:
     arrivals = {s: 10.0 * i for i, s in enumerate(stations)}
     pairs = list(itertools.combinations(stations, 2))
     done_at = {p: 100.0 + i for i, p in enumerate(pairs)}
-    facts: list[tuple[str, tuple[str, ...]]] = [("ready", (s,)) for s in stations] + [("pair", p) for p in pairs]
-    facts.append(("commit", ()))
+    # row tasks of one or two columns, the first announced twice: (task, row, columns)
+    tasks = [(b, (a,)) for a, b in pairs if b in ("S1", "S2", "S3")] + [(s, ("S0", "S1")) for s in ("S4", "S5")]
+    tasks += [(s, (p,)) for s in ("S4", "S5") for p in ("S2", "S3")] + [("S5", ("S4",))]
+    assert sorted(tuple(sorted((r, c))) for r, cs in tasks for c in cs) == sorted(pairs)
+    announced = [(str(k), r, cs) for k, (r, cs) in [*enumerate(tasks), (0, tasks[0])]]
+    facts: list[tuple[str, tuple[str, str, tuple[str, ...]]]] = [("ready", ("", s, ())) for s in stations]
+    facts += [("task", a) for a in announced] + [("commit", ("", "", ()))]
     random.Random(seed).shuffle(facts)
-    t, seen = StationTracker(), []
-    for kind, what in facts:
+    t, seen, finished = StationTracker(), [], {}
+    for kind, (task, row, columns) in facts:
         if kind == "ready":
-            seen += t.ready(W, what[0], arrivals[what[0]])
-        elif kind == "pair":
-            seen += t.pair_done(W, what[0], what[1], at=done_at[(what[0], what[1])])
+            seen += t.ready(W, row, arrivals[row])
+        elif kind == "task":
+            at = max(done_at[(min(row, c), max(row, c))] for c in columns)  # a task ends with its last pair
+            finished.update({(min(row, c), max(row, c)): at for c in columns})
+            seen += t.task_done(W, task, row, columns, at)
         else:
             seen += t.committed(W, len(stations))
-    expected = [max(at for p, at in done_at.items() if s in p) - arrivals[s] for s in stations]
+    expected = [max(at for p, at in finished.items() if s in p) - arrivals[s] for s in stations]
     assert sorted(seen) == sorted(expected)
 
 
