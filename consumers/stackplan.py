@@ -31,7 +31,8 @@ class WindowPlan:
 
     The received pairs are dense arrays by canonical index (a pair's slot, -1 until a task names it, and its
     ``n_common``), so a task adds its own pairs only and a question about a group reads that group's range.
-    Sorted sets rebuilt from every manifest on every event cost the stacker 6-7 core-s per window at N = 520.
+    Sorted sets rebuilt from every manifest on every event took 7.0 s of one simulated N = 520 window (0.76 s
+    now).
     """
 
     window: str
@@ -83,11 +84,6 @@ class WindowPlan:
                 mask[pair_indices(a[a != b], b[a != b])] = True
             self._expected = (len(registry), mask, idx)
         return self._expected[1]
-
-    def expected_pairs(self, registry: dict[str, int]) -> np.ndarray | None:
-        """Sorted canonical indices of the expected pairs (see :meth:`expected_mask`)."""
-        mask = self.expected_mask(registry)
-        return None if mask is None else np.flatnonzero(mask)
 
     def known_below(self, registry: dict[str, int]) -> int | float:
         """The canonical index below which every expected pair is known: an expected station whose registry
