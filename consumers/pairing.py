@@ -14,8 +14,8 @@ The core also owns where results go (:mod:`results.layout`): it gives every stat
 time it sees it, and every task a chunk-aligned range of slots in its window's ccf array, with the columns in
 canonical pair order. Released windows (cnf, barrier) go row by row in registry order, so the tasks of a row
 fill one row of the stacks' lower triangle. A row of more than ``Settings.task_columns`` columns is split into
-tasks of that many (whole chunks of slots each), so a correlator's memory per task is the same at 100 or 1,000
-stations.
+tasks of that many (whole chunks of slots each), which bounds a correlator's memory per task however large the
+array.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class PairingCore:
         self, w: WindowState, row: StationEntry, columns: list[StationEntry], decision: Decision
     ) -> list[PairTask]:
         """``row`` against ``columns`` (in canonical pair order), at the window's next free slots: one task per
-        ``task_columns`` of them, so what a correlator holds for a task does not grow with the array."""
+        ``task_columns`` of them, so what a correlator holds for a task has a bound."""
         if not columns:
             return []
         mine = self.registry[row.station]
