@@ -262,8 +262,8 @@ class Settings(BaseSettings):
         multiple_of=64,
         description="columns per row task at most, a whole number of 64-slot CCF chunks: bounds a correlator's "
         "arrays for one task (~0.1 MB per column at +-200 s and 20 Hz). 128 cut its peak RSS at N = 520 from "
-        "406-442 to 305 MiB but cost the stacker ~10% more CPU in streaming runs (2.5x the tasks), so the "
-        "default splits only rows of more than 1,024 stations",
+        "406-442 to 305 MiB, but the streaming stacker took 70-88 core-s against 65-69 unsplit (2.5x the "
+        "tasks), so the default splits only rows of more than 1,024 stations",
     )
 
     # --- Science -----------------------------------------------------------------------------------------------
