@@ -46,14 +46,13 @@ from contracts.kafka import (
 from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from contracts.txn import Transactions
-from dsp.correlate import correlate_row
 from dsp.errors import DspError
 from dsp.product import StationProduct
 from dsp.seed import pair_key
 from results.layout import CHUNK_PAIRS, pair_index
 from results.manifest import FAILED, TaskManifest
 from results.products import ProductStore
-from results.windows import WindowStore, task_block
+from results.windows import WindowStore, task_blocks
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.keys import validate_key, validate_seed_id, validate_window_id
@@ -309,18 +308,26 @@ class Correlator:
         except (ObjectNotFound, DspError) as exc:
             reason = f"row {task.row}: {type(exc).__name__}: {exc}"
             return replace(manifest, failed=dict.fromkeys(task.columns, reason))
-        columns, failed = [], {}
+        columns, failed = {}, {}
         for name in task.columns:
             try:
-                columns.append(self.cache.get(task.window, name))
+                columns[name] = self.cache.get(task.window, name)
             except (ObjectNotFound, DspError) as exc:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         params = self.settings.processing
-        batch = correlate_row(
-            row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=self.threads
-        )
-        block, n_common = task_block(task.row, task.columns, batch, failed)
-        self.windows.write(task.window, task.slot, block)
-        skipped = {s.b if s.a == task.row else s.a: s.reason for s in batch.skipped}
-        coordinates = {p.seed_id: p.coordinates.to_dict() for p in (row, *columns) if p.coordinates}
+        n_common: list[int] = []
+        skipped: dict[str, str] = {}
+        for block in task_blocks(
+            row,
+            list(task.columns),
+            columns,
+            params.maxlag,
+            min_common=params.min_common_subwindows,
+            workers=self.threads,
+            block_columns=self.settings.block_columns,
+        ):  # each block is written as soon as it is computed: a task's memory does not grow with its width
+            self.windows.write(task.window, task.slot + block.offset, block.chunks)
+            n_common += block.n_common
+            skipped.update({s.b if s.a == task.row else s.a: s.reason for s in block.skipped})
+        coordinates = {p.seed_id: p.coordinates.to_dict() for p in (row, *columns.values()) if p.coordinates}
         return replace(manifest, n_common=n_common, skipped=skipped, failed=failed, coordinates=coordinates)

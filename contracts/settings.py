@@ -265,6 +265,13 @@ class Settings(BaseSettings):
         "406-442 to 305 MiB, but the streaming stacker took 70-88 core-s against 65-69 unsplit (2.5x the "
         "tasks), so the default splits only rows of more than 1,024 stations",
     )
+    block_columns: int = Field(
+        128,
+        ge=64,
+        multiple_of=64,
+        description="columns a correlator computes and writes at a time within a row task, a whole number of 64-slot "
+        "CCF chunks: bounds its arrays per task whatever the row's width, without more tasks for the stacker",
+    )
 
     # --- Science -----------------------------------------------------------------------------------------------
     processing: ProcessingParams = Field(default_factory=ProcessingParams, description="DSP parameters")

@@ -11,6 +11,7 @@ Who writes what (see :mod:`results.layout`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,11 @@ import zarr
 
 from contracts.errors import TransientError
 from contracts.params import ProcessingParams
-from dsp.correlate import CcfBatch, lag_axis
+from dsp.correlate import SkippedPair, correlate_row, lag_axis
+from dsp.product import StationProduct
 from dsp.windows import window_start
 from results.errors import LayoutMismatch, ResultsError
-from results.layout import CHUNK_PAIRS, window_group
+from results.layout import CHUNK_PAIRS, slots_for, window_group
 from results.manifest import FAILED
 from results.zarrio import array, require, subgroup, write_whole
 from storage.errors import StorageError
@@ -123,8 +125,10 @@ class WindowStore:
         if ccfs.ndim != 2 or ccfs.shape[1] != self.n_lags:
             raise ValueError(f"CCFs of shape {ccfs.shape} are not [n, {self.n_lags}]")
         span = max(1, -(-ccfs.shape[0] // self.chunk_pairs)) * self.chunk_pairs
-        block = np.full((span, self.n_lags), np.nan, dtype=np.float32)
-        block[: ccfs.shape[0]] = ccfs
+        block = ccfs
+        if ccfs.shape[0] != span or ccfs.dtype != np.float32:  # a task block comes padded: no copy of it
+            block = np.full((span, self.n_lags), np.nan, dtype=np.float32)
+            block[: ccfs.shape[0]] = ccfs
         array = self._array(window)
         if array.shape[0] < slot + span:  # opened before the scheduler grew it
             self._arrays.pop(window)
@@ -224,15 +228,58 @@ def _read_tolerant(windows: WindowStore, window: str, start: int, stop: int, bad
     return block
 
 
-def task_block(row: str, columns: list[str], batch: CcfBatch, failed: dict[str, str]) -> tuple[np.ndarray, list[int]]:
-    """A row task's CCFs as one row per column, in the task's order (NaN where there is none), and each column's
-    common sub-window count (0: skipped, :data:`~results.manifest.FAILED`: its product could not be read)."""
-    where = {b if a == row else a: k for k, (a, b) in enumerate(batch.pairs)}
-    block = np.full((len(columns), batch.maxlag * 2 + 1), np.nan, dtype=np.float32)
-    counts = []
-    for k, column in enumerate(columns):
-        found = where.get(column)
-        if found is not None:
-            block[k] = batch.ccfs[found]
-        counts.append(FAILED if column in failed else 0 if found is None else int(batch.n_common[found]))
-    return block, counts
+@dataclass(frozen=True)
+class TaskBlock:
+    """Columns ``offset .. offset + len(n_common) - 1`` of a row task: their CCFs, one row per column in the
+    task's order (NaN where there is none), padded with NaN rows to whole chunks, and each column's common
+    sub-window count (0: skipped, :data:`~results.manifest.FAILED`: its product could not be read)."""
+
+    offset: int
+    chunks: np.ndarray  # [slots_for(len(n_common)), lags] float32
+    n_common: list[int]
+    skipped: tuple[SkippedPair, ...]
+
+    @property
+    def ccfs(self) -> np.ndarray:
+        """The block's CCFs without the padding: ``[len(n_common), lags]``."""
+        return self.chunks[: len(self.n_common)]
+
+
+def task_blocks(
+    row: StationProduct,
+    columns: list[str],
+    products: Mapping[str, StationProduct],
+    maxlag: int,
+    *,
+    min_common: int = 1,
+    workers: int | None = None,
+    block_columns: int = 2 * CHUNK_PAIRS,
+) -> Iterator[TaskBlock]:
+    """Correlate a row task ``block_columns`` columns at a time (:func:`dsp.correlate.correlate_row`).
+
+    Each block starts a chunk of the task's slots, so it can be written as soon as it is computed, and what a
+    task holds at once no longer grows with its width (a row at N = 520 took ~17 MB per copy of its CCFs, and
+    four copies were alive at the peak). A column's CCF does not depend on the others in its block: the blocks
+    give the same bits as one call over the whole row. Columns without a product in ``products`` count as
+    failed.
+
+    Raises:
+        ValueError: ``block_columns`` is not a positive multiple of the chunk size.
+        IncompatibleProducts: the products differ, or maxlag does not fit the FFT size.
+    """
+    if block_columns < 1 or block_columns % CHUNK_PAIRS:
+        raise ValueError(f"block_columns must be a positive multiple of {CHUNK_PAIRS}, not {block_columns}")
+    for offset in range(0, len(columns), block_columns):
+        names = columns[offset : offset + block_columns]
+        batch = correlate_row(
+            row, [products[n] for n in names if n in products], maxlag, min_common=min_common, workers=workers
+        )
+        where = {b if a == row.seed_id else a: k for k, (a, b) in enumerate(batch.pairs)}
+        chunks = np.full((slots_for(len(names)), 2 * maxlag + 1), np.nan, dtype=np.float32)
+        counts = []
+        for k, name in enumerate(names):
+            found = where.get(name)
+            if found is not None:
+                chunks[k] = batch.ccfs[found]
+            counts.append(FAILED if name not in products else 0 if found is None else int(batch.n_common[found]))
+        yield TaskBlock(offset, chunks, counts, batch.skipped)

@@ -18,7 +18,6 @@ import numpy as np
 import obspy
 
 from contracts.settings import Settings
-from dsp.correlate import correlate_row
 from dsp.errors import DspError, EmptyRecord, RecordTooShort
 from dsp.preprocess import preprocess_window
 from dsp.product import StationProduct
@@ -27,7 +26,7 @@ from producers.inventory import DeadLetter, Inventory, RawItem, load_stream, sca
 from results.export import export_sac
 from results.layout import pair_index, slots_for
 from results.stacks import StackChunk, StackStore
-from results.windows import SlotIndex, WindowStore, task_block
+from results.windows import SlotIndex, WindowStore, task_blocks
 from results.zarrio import open_root
 from storage.layout import RESULTS_ROOT
 from xcorrflow.orchestration.progress import Progress
@@ -206,24 +205,34 @@ def _correlate(
     slot, index = 0, _IndexBuilder()
     for k, row in enumerate(ordered[1:], start=1):
         columns = ordered[:k]
-        batch = correlate_row(row, columns, params.maxlag, min_common=params.min_common_subwindows, workers=workers)
         names = [c.seed_id for c in columns]
-        block, n_common = task_block(row.seed_id, names, batch, {})
         pairs = np.array([pair_index(state.registry[row.seed_id], state.registry[c]) for c in names], np.int64)
-        since = state.tick("correlate", since)
         if keep_ccfs:
             windows.ensure(window, slot + slots_for(len(names)))
-            windows.write(window, slot, block)
-            state.mark_result()
-        counts = np.asarray(n_common)
-        cache.add(pairs[counts > 0], block[counts > 0])
-        state.pairs.update(int(p) for p in pairs[counts > 0])
-        index.add(slot, row.seed_id, names, pairs, counts)
-        state.report.skipped.extend(
-            {"window": window, "item": f"{s.a}__{s.b}", "reason": s.reason} for s in batch.skipped
+        blocks = task_blocks(
+            row,
+            names,
+            {c.seed_id: c for c in columns},
+            params.maxlag,
+            min_common=params.min_common_subwindows,
+            workers=workers,
+            block_columns=settings.block_columns,
         )
+        for block in blocks:
+            since = state.tick("correlate", since)
+            if keep_ccfs:
+                windows.write(window, slot + block.offset, block.chunks)
+                state.mark_result()
+            counts = np.asarray(block.n_common)
+            mine = pairs[block.offset : block.offset + counts.size]
+            cache.add(mine[counts > 0], block.ccfs[counts > 0])
+            state.pairs.update(int(p) for p in mine[counts > 0])
+            index.add(slot + block.offset, row.seed_id, names[block.offset : block.offset + counts.size], mine, counts)
+            state.report.skipped.extend(
+                {"window": window, "item": f"{s.a}__{s.b}", "reason": s.reason} for s in block.skipped
+            )
+            since = state.tick("write", since)
         slot += slots_for(len(names))
-        since = state.tick("write", since)
         if progress is not None:
             progress.advance(len(names), f"{window} correlate")
     if keep_ccfs and slot:
