@@ -52,10 +52,10 @@ from contracts.metrics import EVENTS_IN, LATENCY_BUCKETS
 from contracts.settings import Settings, TopicNames
 from dsp.errors import DspError
 from dsp.product import Coordinates
-from results.manifest import FAILED, TaskManifest
+from results.manifest import TaskManifest
 from results.products import ProductStore
 from results.stacks import StackChunk, StackStore, apply, fingerprint
-from results.windows import SlotIndex, WindowStore, gather
+from results.windows import WindowStore, gather
 from storage import ObjectStore
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.layout import Layout
@@ -320,27 +320,13 @@ class Stacker(TransactionalLoop):
     def _close(self, plan: WindowPlan) -> None:
         """Every pair of the window is accounted for: write its slot index and mark it done."""
         if plan.tasks:  # a window of fewer than two stations has no pairs, and no array
-            self.windows.write_index(plan.window, self._index(plan))
+            self.windows.write_index(plan.window, plan.slot_index(self.registry))
         plan.done = True
         self._changed = True
         WINDOWS_STACKED.inc()
         self._commit_window(plan, tombstone=False)
         self.arrivals.pop(plan.window, None)
         log.info("window %s stacked: %s", plan.window, plan.accounted(self.registry))
-
-    def _index(self, plan: WindowPlan) -> SlotIndex:
-        size = max((m.slot + len(m.columns) for m in plan.tasks.values()), default=0)
-        pair_index = np.full(size, -1, dtype=np.int64)
-        n_common = np.zeros(size, dtype=np.int32)
-        a, b = [""] * size, [""] * size
-        for m in plan.tasks.values():
-            for k, column in enumerate(m.columns):
-                slot = m.slot + k
-                pair_index[slot], n_common[slot] = m.pair_index[k], m.n_common[k]
-                if n_common[slot] > 0 and plan.is_unreadable(pair_index[slot : slot + 1])[0]:
-                    n_common[slot] = FAILED
-                a[slot], b[slot] = sorted((m.row, column))
-        return SlotIndex(pair_index, a, b, n_common, np.full(size, np.nan))
 
     def _commit_window(self, plan: WindowPlan, *, tombstone: bool) -> None:
         stacked, skipped, failed, expected = plan.accounted(self.registry)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from results.layout import pair_indices
+from results.layout import pair_indices, stations_of_pairs
 from results.manifest import FAILED, TaskManifest
+from results.windows import SlotIndex
 
 
 @dataclass
@@ -37,7 +38,8 @@ class WindowPlan:
 
     window: str
     expected: list[str] | None = None  # None until the window's directory commits
-    tasks: dict[tuple[str, int], TaskManifest] = field(default_factory=dict)  # (row, slot) -> manifest
+    tasks: set[tuple[str, int]] = field(default_factory=set)  # (row, slot) of the tasks received
+    slots: int = 0  # the window's slots the tasks received span (the end of the furthest)
     included: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by canonical index
     unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # announced CCF unreadable
     done: bool = False  # every expected pair is accounted for, and the window's index is written
@@ -53,7 +55,8 @@ class WindowPlan:
         key = (manifest.row, manifest.slot)
         if key in self.tasks:
             return False
-        self.tasks[key] = manifest
+        self.tasks.add(key)  # the manifest itself is not kept: O(N^2) Python objects, 68 MB at N = 520
+        self.slots = max(self.slots, manifest.slot + len(manifest.columns))
         pairs, first = np.unique(np.asarray(manifest.pair_index, np.int64), return_index=True)
         if pairs.size:
             top = int(pairs[-1]) + 1
@@ -62,6 +65,25 @@ class WindowPlan:
             self._slot[pairs[new]] = manifest.slot + first[new]
             self._n_common[pairs[new]] = np.asarray(manifest.n_common, np.int32)[first[new]]
         return True
+
+    def slot_index(self, registry: dict[str, int]) -> SlotIndex:
+        """What each slot of the window holds, as the tasks received say (their registry indices are the
+        registry's): padding, and the slot of a pair another task named first, hold no pair; a received CCF that
+        could not be read back counts as failed."""
+        pair_index = np.full(self.slots, -1, dtype=np.int64)
+        n_common = np.zeros(self.slots, dtype=np.int32)
+        pairs = np.flatnonzero(self._slot >= 0)
+        held = self._slot[pairs]
+        lost = self.is_unreadable(pairs) & (self._n_common[pairs] > 0)
+        pair_index[held] = pairs
+        n_common[held] = np.where(lost, FAILED, self._n_common[pairs])
+        names = np.full(max(registry.values(), default=-1) + 1, "", dtype=object)  # by registry index
+        names[list(registry.values())] = list(registry)
+        i, j = stations_of_pairs(pairs)
+        first = names[i] < names[j]
+        a, b = np.full(self.slots, "", dtype=object), np.full(self.slots, "", dtype=object)
+        a[held], b[held] = np.where(first, names[i], names[j]), np.where(first, names[j], names[i])
+        return SlotIndex(pair_index, a.tolist(), b.tolist(), n_common, np.full(self.slots, np.nan))
 
     def set_expected(self, stations: list[str]) -> None:
         """The stations the window's directory commit lists (a later, larger commit adds to them)."""

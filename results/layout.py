@@ -75,6 +75,15 @@ def stations_of(p: int) -> tuple[int, int]:
     return i, p - i * (i - 1) // 2
 
 
+def stations_of_pairs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`stations_of`: ``(i, j)``, ``i > j``, of each canonical pair in ``p``."""
+    p = np.asarray(p, dtype=np.int64)
+    i = ((1 + np.sqrt(1 + 8 * p.astype(np.float64))) // 2).astype(np.int64)
+    i -= i * (i - 1) // 2 > p  # the float square root may land one off either way
+    i += (i + 1) * i // 2 <= p
+    return i, p - i * (i - 1) // 2
+
+
 def n_pairs(n_stations: int) -> int:
     """Pairs among ``n_stations`` registered stations: the length of the stacks' pair axis."""
     return n_stations * (n_stations - 1) // 2

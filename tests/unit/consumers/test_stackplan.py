@@ -50,6 +50,26 @@ def test_unreadable_pairs_are_never_stacked_and_count_as_failed() -> None:
     assert plan.complete(REGISTRY) and not plan.ready(0, 6, REGISTRY)
 
 
+def test_the_slot_index_says_what_each_slot_holds_from_the_plan_alone() -> None:
+    plan = _plan({pair_index(3, 0): 0, pair_index(2, 1): FAILED})
+    plan.mark_unreadable(np.array([pair_index(3, 1)]))
+    shuffled = dict(reversed(list(REGISTRY.items())))  # the registry's order is not its indices'
+    index = plan.slot_index(shuffled)
+    assert len(index.pair_index) == 128 + 3  # the last task's slots, not its padding
+    held = {slot: (int(p), a, b, int(n)) for slot, (p, a, b, n) in enumerate(
+        zip(index.pair_index, index.a, index.b, index.n_common, strict=True)) if p >= 0}  # fmt: skip
+    s = STATIONS
+    assert held == {
+        0: (0, s[0], s[1], 3),
+        64: (1, s[0], s[2], 3),
+        65: (2, s[1], s[2], FAILED),  # failed in its task
+        128: (3, s[0], s[3], 0),  # skipped
+        129: (4, s[1], s[3], FAILED),  # announced, but its chunk could not be read back
+        130: (5, s[2], s[3], 3),
+    }
+    assert all(a == b == "" for p, a, b in zip(index.pair_index, index.a, index.b, strict=True) if p < 0)
+
+
 def test_the_state_record_round_trips_and_reads_records_written_before_unreadable_existed() -> None:
     plan = _plan()
     plan.include(np.array([0, 2]))
