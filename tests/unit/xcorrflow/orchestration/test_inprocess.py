@@ -81,3 +81,30 @@ def test_phase_weighted_stack_mode(
     for key, pair in list(truth["pairs"].items())[:5]:
         tr = obspy.read(str(out / f"{key}.sac"))[0]
         assert tr.stats.sac.kinst == "pws" and int(np.argmax(tr.data)) - 2000 == pair["lag_samples"]
+
+
+def test_raw_files_are_decoded_once_and_not_held_through_correlation(
+    synth_dir: Path, tmp_path: Path, reference_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xcorrflow.orchestration import inprocess
+
+    decoded: list[str] = []
+    held_at_correlation: list[int] = []
+    load, correlate = inprocess.load_stream, inprocess._correlate
+
+    def counting_load(items):  # type: ignore[no-untyped-def]
+        items = list(items)
+        decoded.extend(i.source for i in items)
+        return load(items)
+
+    def watching_correlate(window, products, windows, cache, settings, state, *rest):  # type: ignore[no-untyped-def]
+        held_at_correlation.append(len(state.cache))
+        return correlate(window, products, windows, cache, settings, state, *rest)
+
+    monkeypatch.setattr(inprocess, "load_stream", counting_load)
+    monkeypatch.setattr(inprocess, "_correlate", watching_correlate)
+    out = tmp_path / "out"
+    assert main(["run", "--mode", "inprocess", "--input", str(synth_dir), "--output", str(out)]) == 0
+
+    assert len(decoded) == len(set(decoded)) == 6, decoded
+    assert held_at_correlation == [0], "a window's raw samples are dropped once its products are made"
