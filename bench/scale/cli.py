@@ -15,7 +15,7 @@ from typing import Any
 from bench.pipeline import synth
 from bench.scale.figures import service_rss
 from bench.scale.report import markdown, plot, summarise
-from bench.scale.runner import Limits, RunSpec, run_pipeline_once, run_science
+from bench.scale.runner import Limits, RunSpec, run_pipeline_once, run_science, run_transport
 from bench.scale.stack import HOME, Stack, StackConfig, apply
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     science: list[dict[str, Any]] = []
     t0 = time.time()
     try:
-        if any(m != "inprocess" for m in args.modes):
+        uses_stack = any(m != "inprocess" for m in args.modes)
+        if uses_stack:
             stack.up()
             for run_id in stack.delete_leftovers():
                 _say(f"deleted {run_id}, left on the private stack by an interrupted benchmark")
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                     science.append({"n": n, "round": rnd} | run_science(data[n], env, limits, args.work))
                     _say(f"N={n} round {rnd + 1} science: {science[-1].get('core_s')} core-s "
                          f"{science[-1].get('reason') or ''}")  # fmt: skip
+                    if uses_stack:  # the CCFs through S3 and back: what any run of this layout adds
+                        science[-1] |= run_transport(n, env, stack, limits, args.work)
+                        _say(f"N={n} round {rnd + 1} transport floor: {science[-1].get('transport_core_s')} core-s "
+                             f"{science[-1].get('transport_reason') or ''}")  # fmt: skip
                 for mode in rotated(args.modes, rnd):
                     spec = RunSpec(mode, data[n], args.work / f"{mode}-n{n}", args.preprocess_workers,
                                    args.correlate_workers, fmt)  # fmt: skip

@@ -95,10 +95,15 @@ def cells(records: list[dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]
 def science_cells(science: list[dict[str, Any]]) -> dict[int, dict[str, float | None]]:
     """Medians of the science bound per N."""
     keys = ("preprocess_core_s", "kernel_core_s", "core_s", "preprocess_wall_s", "kernel_wall_s", "wall_s")
+    floor = tuple(f"transport_{p}_{side}_core_s" for p in ("put", "get") for side in ("client", "server"))
     out = {}
     for n in sorted({s["n"] for s in science}):
         ok = [s for s in science if s["n"] == n and s.get("status") == "ok"]
         out[n] = {k: median(s.get(k) for s in ok) for k in keys} | {"rounds": len(ok)}
+        moved = [s for s in ok if s.get("transport_status") == "ok"]
+        if moved:  # science plus the CCFs through the store and back, per round, then the median
+            out[n] |= {k: median(s.get(k) for s in moved) for k in (*floor, "transport_core_s", "transport_bytes")}
+            out[n]["floor_core_s"] = median(s["core_s"] + s["transport_core_s"] for s in moved)
     return out
 
 

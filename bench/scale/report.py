@@ -29,6 +29,8 @@ def summarise(records: list[dict[str, Any]], science: list[dict[str, Any]], conf
         pairs = next((c.get("pairs") for c in table.get(n, {}).values() if c.get("pairs")), None)
         core = sci.get("core_s")
         sci["ceiling_pairs_per_s"] = round(pairs / (core / config["cpus"]), 1) if pairs and core else None
+        floor = sci.get("floor_core_s")  # the same with the CCFs' trip through the store counted
+        sci["floor_ceiling_pairs_per_s"] = round(pairs / (floor / config["cpus"]), 1) if pairs and floor else None
     ratio = ratios(records, science)
     return {"config": config, "cells": table, "science": bound, "ratios": ratio, "targets": targets(table, ratio)}
 
@@ -142,6 +144,11 @@ def markdown(summary: dict[str, Any]) -> str:
             s = sci[n]
             what = f"preprocess {_num(s.get('preprocess_core_s'))} + kernel {_num(s.get('kernel_core_s'))}"
             lines += _row([n, "science bound", what, *[""] * (len(groups) - 1), _num(s.get("core_s")), ""])
+            if s.get("floor_core_s") is not None:
+                put, get = (f"{_num(s.get(f'transport_{p}_client_core_s'))} + server "
+                            f"{_num(s.get(f'transport_{p}_server_core_s'))}" for p in ("put", "get"))  # fmt: skip
+                moved = f"science + CCFs to S3 and back ({_bytes(s.get('transport_bytes'))}): put {put}, get {get}"
+                lines += _row([n, "transport floor", moved, *[""] * (len(groups) - 1), _num(s["floor_core_s"]), ""])
     services = _columns(table, "peak_rss_mb")
     lines += ["", "**Peak RSS (MiB) by service** (workers: the largest instance).", ""]
     lines += _row(["N", "mode", *services], header=True)
@@ -177,6 +184,9 @@ def _ratio_lines(summary: dict[str, Any]) -> list[str]:
         if n in sci and sci[n].get("ceiling_pairs_per_s"):
             parts.append(f"science ceiling {sci[n]['ceiling_pairs_per_s']:,.0f} pairs/s "
                          f"(pairs / science core-s × {summary['config']['cpus']} cores)")  # fmt: skip
+        if n in sci and sci[n].get("floor_ceiling_pairs_per_s"):
+            parts.append(f"transport-floor ceiling {sci[n]['floor_ceiling_pairs_per_s']:,.0f} pairs/s (pairs / "
+                         f"(science + transport floor) core-s × {summary['config']['cpus']} cores)")  # fmt: skip
         if parts:
             out.append(f"- N = {n}: " + "; ".join(parts) + ".")
     g = r.get("rss_growth") or {}
@@ -210,6 +220,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     xs = [n for n in ns if sci.get(n, {}).get("ceiling_pairs_per_s")]
     if xs:
         left.plot(xs, [sci[n]["ceiling_pairs_per_s"] for n in xs], "k:", label="science ceiling")
+    xs = [n for n in ns if sci.get(n, {}).get("floor_ceiling_pairs_per_s")]
+    if xs:
+        left.plot(xs, [sci[n]["floor_ceiling_pairs_per_s"] for n in xs], "k-.", label="transport-floor ceiling")
     left.axhline(TARGET_PAIRS_PER_S, color="grey", ls="--", lw=1, label="target (N = 520)")
     right.axhline(MIB_2GIB, color="grey", ls="--", lw=1, label="target: 2 GiB")
     for ax, title, unit in ((left, "throughput", "pairs/s"), (right, "peak RSS of the largest service", "MiB")):

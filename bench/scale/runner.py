@@ -158,6 +158,30 @@ def run_science(data: Path, env: dict[str, str], limits: Limits, work: Path) -> 
     return record
 
 
+def run_transport(stations: int, env: dict[str, str], stack: Stack, limits: Limits, work: Path) -> dict[str, Any]:
+    """The transport floor of N stations (:mod:`bench.scale.transport`) on the benchmark's stack: core-seconds of
+    the client and of the S3 server over its put and over its get, flat keys ``transport_*``."""
+    out = work / "transport.json"
+    args = [sys.executable, "-m", "bench.scale.transport", "--stations", str(stations), "--output", str(out)]
+    env = {**env, **SINGLE_THREADED, "PYTHONPATH": str(REPO)}
+    done = measured(args, env, stack, limits, work / "transport.log", label="transport")
+    if done["status"] != "ok" or not out.exists():
+        reason = done.get("reason") or _tail(work / "transport.log").splitlines()[-1]
+        return {"transport_status": "failed", "transport_reason": reason}
+    figures = json.loads(out.read_text())
+    out.unlink(missing_ok=True)
+    record: dict[str, Any] = {"transport_status": "ok", "transport_bytes": figures["bytes"]}
+    for phase in ("put", "get"):
+        core = done["sampler"].core_s(*figures[phase])
+        record[f"transport_{phase}_client_core_s"] = core.get("transport", 0.0)
+        record[f"transport_{phase}_server_core_s"] = core.get("s3", 0.0)
+        record[f"transport_{phase}_wall_s"] = round(figures[phase][1] - figures[phase][0], 2)
+    record["transport_core_s"] = round(
+        sum(record[f"transport_{p}_{side}_core_s"] for p in ("put", "get") for side in ("client", "server")), 2
+    )
+    return record
+
+
 def _report(out: Path) -> dict[str, Any] | None:
     try:
         report: dict[str, Any] = json.loads((out / "report.json").read_text())

@@ -229,3 +229,27 @@ def test_the_markdown_has_a_row_per_run_cell_and_says_why_one_failed(tmp_path: P
     assert "streaming/barrier makespan 0.5" in text and "**not met**" in text
     plot(summary, tmp_path / "scale.png")
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def moved(n: int, rnd: int, core: float, put: float, get: float) -> dict[str, Any]:
+    """A science record with its transport floor: ``put`` and ``get`` core-s split 1:3 client:server."""
+    return science(n, rnd, core) | {
+        "transport_status": "ok", "transport_bytes": 4.85e9, "transport_core_s": put + get,
+        "transport_put_client_core_s": put / 4, "transport_put_server_core_s": 3 * put / 4,
+        "transport_get_client_core_s": get / 4, "transport_get_server_core_s": 3 * get / 4,
+    }  # fmt: skip
+
+
+def test_the_transport_floor_adds_to_each_rounds_science_and_gives_its_own_ceiling(tmp_path: Path) -> None:
+    rounds = [moved(520, 0, 100.0, 20.0, 8.0), moved(520, 1, 40.0, 40.0, 12.0), science(520, 2, 70.0)]
+    summary = summarise(RECORDS, [*SCIENCE[:2], *rounds], CONFIG)
+    sci = summary["science"][520]
+    assert sci["core_s"] == 70.0  # every round's science; the floor only where the round measured one
+    assert sci["floor_core_s"] == pytest.approx((128 + 92) / 2)  # per round, then the median: not 70 + 40
+    assert sci["transport_core_s"] == pytest.approx(40.0)
+    assert sci["floor_ceiling_pairs_per_s"] == pytest.approx(134940 / (110 / 2), abs=0.1)
+    assert "floor_core_s" not in summary["science"][260]
+    text = markdown(summary)
+    assert "| 520 | transport floor | science + CCFs to S3 and back (4.85 GB): put 7.5 + server 22.5, get" in text
+    assert "transport-floor ceiling 2,454 pairs/s" in text
+    plot(summary, tmp_path / "scale.png")
