@@ -270,7 +270,8 @@ class Settings(BaseSettings):
         ge=64,
         multiple_of=64,
         description="columns a correlator computes and writes at a time within a row task, a whole number of 64-slot "
-        "CCF chunks: bounds its arrays per task whatever the row's width, without more tasks for the stacker",
+        "CCF chunks: bounds its arrays per task whatever the row's width, without more tasks for the stacker "
+        "(correlator peak RSS at N = 520: 421 MiB with whole rows, 331 at 128, at the same 56.1 core-s)",
     )
 
     # --- Science -----------------------------------------------------------------------------------------------
