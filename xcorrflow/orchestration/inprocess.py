@@ -5,7 +5,8 @@ It writes the same result hierarchy as a pipeline run (:mod:`results.layout`), i
 stations get registry indices in SEED order, windows are processed in time order, and in each window every
 station's row (against the stations before it) is correlated, written to its slots of the window's ``ccf``
 array and added to the stacks with the same code the stacker service runs (:class:`results.stacks.StackStore`).
-Memory holds one window's products, one row's CCFs and the few stack chunks that row touches, never N² CCFs.
+Memory holds one window's products, one block of a row's CCFs (``Settings.block_columns``) and the few stack
+chunks it touches, never N² CCFs; a window's raw samples are dropped once its products are made.
 """
 
 from __future__ import annotations
