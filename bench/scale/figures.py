@@ -9,9 +9,11 @@ A *cell* is one (N, mode): the medians of its successful rounds, or the reason n
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 STACK_GROUPS = ("kafka", "s3", "prometheus")
@@ -20,6 +22,15 @@ MIB_2GIB = 2048.0
 TARGET_PAIRS_PER_S = 5000.0
 TARGET_RSS_GROWTH = 1.3
 TARGET_CORE_OVER_SCIENCE = 2.0
+
+
+def emit(figures: dict[str, Any], output: Path | None) -> None:
+    """A probe's figures as one JSON line, into ``output`` or on stdout (how the runner reads them back)."""
+    text = json.dumps(figures)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text + "\n")
 
 
 def group_core_s(raw: dict[str, float]) -> dict[str, float]:

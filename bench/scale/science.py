@@ -17,12 +17,12 @@ runs on ``--threads`` threads (default 1: core-seconds without thread overhead).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.scale.figures import emit
 from contracts.settings import load_settings
 from dsp.correlate import correlate
 from dsp.errors import DspError
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
     parser.add_argument("--threads", type=int, default=1, help="kernel threads (default %(default)s)")
     args = parser.parse_args(argv)
-    text = json.dumps(measure(args.input, args.threads))
-    if args.output is None:
-        print(text)
-    else:
-        args.output.write_text(text + "\n")
+    emit(measure(args.input, args.threads), args.output)
     return 0
 
 

@@ -18,7 +18,6 @@ science plus this floor is the least any run of this layout spends.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.scale.figures import emit
 from contracts.settings import Settings
 from results.layout import slots_for
 from results.windows import WindowStore, gather
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-slots", type=int, default=16384, help="slots per read (default %(default)s)")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
     args = parser.parse_args(argv)
-    text = json.dumps(measure(args.stations, args.group_slots))
-    if args.output is None:
-        print(text)
-    else:
-        args.output.write_text(text + "\n")
+    emit(measure(args.stations, args.group_slots), args.output)
     return 0
 
 

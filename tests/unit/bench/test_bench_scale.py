@@ -253,3 +253,12 @@ def test_the_transport_floor_adds_to_each_rounds_science_and_gives_its_own_ceili
     assert "| 520 | transport floor | science + CCFs to S3 and back (4.85 GB): put 7.5 + server 22.5, get" in text
     assert "transport-floor ceiling 2,454 pairs/s" in text
     plot(summary, tmp_path / "scale.png")
+
+
+def test_a_probe_emits_one_json_line_to_a_file_or_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.scale.figures import emit
+
+    emit({"core_s": 1.5, "put": [1.0, 2.0]}, tmp_path / "f.json")
+    emit({"core_s": 2.5}, None)
+    assert (tmp_path / "f.json").read_text() == '{"core_s": 1.5, "put": [1.0, 2.0]}\n'
+    assert capsys.readouterr().out == '{"core_s": 2.5}\n'
