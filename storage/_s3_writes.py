@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes
 Call = Callable[[str, str, Callable[[], T]], T]  # (operation, key, request): the store's retrying runner
-PROBE_PREFIX = ".xcorrflow/probe/"  # hidden: no valid key can start with '.', so no object collides
+# Hidden (no valid key starts with '.', so no object collides) and at the bucket's top level. Under a shared
+# ".xcorrflow/probe/" every probe's DELETE made versitygw remove the then empty directory, and another worker's
+# PUT racing it between its mkdir and its link failed as ExistingObjectIsDirectory (KeyPathConflict): 4 of 1,200
+# concurrent put+delete pairs under one prefix, none at the top level; in `make chaos` it dead-lettered a task.
+PROBE_PREFIX = ".xcorrflow-probe-"
 _NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "HTTP501", "MethodNotAllowed"})
 
 

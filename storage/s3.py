@@ -5,7 +5,7 @@
   built with ``retries=False`` so that there is exactly one retry layer, ours.
 - Conditional create: ``put_if_absent`` sends ``If-None-Match: *``, so the server itself refuses a second
   writer (412). Whether the server honours the header is probed once per store (a tiny object written twice
-  under a hidden ``.xcorrflow/`` key); if it does not, ``put_if_absent`` falls back to stat-then-put.
+  under a hidden top-level ``.xcorrflow-probe-`` key); if it does not, ``put_if_absent`` falls back to stat-then-put.
 - Multipart: bodies above ``multipart_threshold`` go up in ``part_size`` parts (ETag ``<md5-of-md5s>-<n>``),
   each part retried on its own; a failed upload is aborted so no parts linger.
 """
@@ -488,7 +488,7 @@ class S3Store(ObjectStore):
 
 
 def _is_segment(name: str) -> bool:
-    """Whether a listed name could be part of a key (hidden bookkeeping such as ``.xcorrflow/`` is not)."""
+    """Whether a listed name could be part of a key (hidden bookkeeping such as ``.xcorrflow-probe-…`` is not)."""
     try:
         validate_segment(name)
     except InvalidKey:

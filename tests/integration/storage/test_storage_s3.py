@@ -90,7 +90,7 @@ def test_server_refuses_a_second_conditional_multipart_completion(s3: S3Store, s
 def test_the_store_detects_conditional_support(s3: S3Store) -> None:
     fresh = S3Store(s3.client, s3.bucket, conditional_writes=None)
     assert fresh.conditional_writes is True
-    leftovers = list(s3.client.list_objects(s3.bucket, prefix=".xcorrflow/probe/", recursive=True))
+    leftovers = list(s3.client.list_objects(s3.bucket, prefix=".xcorrflow-probe-", recursive=True))
     assert leftovers == []  # the probe cleaned up after itself
 
 
